@@ -1,0 +1,34 @@
+# Two entry points for a fresh Linux machine with Python 3.11:
+#   make up    set everything up, then run the whole local stack (Triton + gateway)
+#   make test  set everything up, then run lint, type checks and the test suite
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup up test lint build clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[train,triton,loadtest,dev]'
+	touch $(STAMP)
+
+up: setup
+	$(BIN)/modelgate up
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+build: setup
+	$(BIN)/modelgate build
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
