@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, Dockerfile, parse_dockerfile, tool
+from deploy_support import REPO_ROOT, Dockerfile, parse_dockerfile, tool
 
 INSTALL = re.compile(r"\bpip install\b(?P<args>[^&;|]*)")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, Dockerfile
+from deploy_support import REPO_ROOT, Dockerfile
 
 PREFIX = "MODELGATE_"
 

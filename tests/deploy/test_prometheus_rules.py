@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO_ROOT
+from deploy_support import REPO_ROOT
 
 pytestmark = pytest.mark.prometheus
 
