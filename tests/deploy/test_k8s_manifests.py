@@ -95,6 +95,10 @@ def test_kustomize_renders_valid_resources(overlay: str) -> None:
     triton = container(find(rendered, "StatefulSet", "modelgate-triton"))
     gpus = triton["resources"].get("limits", {}).get("nvidia.com/gpu")
     assert gpus == (1 if overlay.endswith("gpu") else None)
+    # The same server command line as the matching compose variant.
+    compose_file = "docker-compose.gpu.yml" if overlay.endswith("gpu") else "docker-compose.yml"
+    compose = yaml.safe_load((REPO_ROOT / compose_file).read_text())
+    assert triton["args"] == compose["services"]["triton"]["command"]
     gateway = container(find(rendered, "Deployment", "modelgate-gateway"))
     assert gateway["image"] == "modelgate-gateway:0.1.0"
 
