@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import (
+
+from service.local_triton import LocalTriton, LocalTritonError
+from tests.deploy.deploy_support import (
     REPO_ROOT,
     Dockerfile,
     Gateway,
@@ -16,7 +18,6 @@ from deploy_support import (
     start_gateway,
     stop_process,
 )
-from service.local_triton import LocalTriton, LocalTritonError
 
 
 @pytest.fixture(scope="session")

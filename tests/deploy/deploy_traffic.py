@@ -1,17 +1,16 @@
-"""Real requests for the local stack: one valid REST payload per model kind, plus bad ones."""
+"""Real requests for the local stack: held-out payloads per model, and bad ones."""
 
 from __future__ import annotations
 
 import base64
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
-from PIL import Image
+
+from tests.service.rest.payloads import PHRASES, digit_pngs, vowel_sequences
 
 
 @dataclass(frozen=True)
@@ -20,27 +19,17 @@ class Request:
     body: dict[str, Any]
 
 
-def valid_requests(repository: Path, seed: int = 0) -> list[Request]:
-    """A few predict bodies per model, built from each model's preprocessing.json contract."""
-    rng = np.random.default_rng(seed)
+def valid_requests(repository: Path, count: int = 4) -> list[Request]:
+    """`count` predict bodies per model of the repository, one real input each."""
+    images = [base64.b64encode(png).decode() for png in digit_pngs(count)[0]]
+    texts = list(PHRASES)[:count]
+    sequences = vowel_sequences(count)[0]
+    by_kind: dict[str, list[Any]] = {"image": images, "text": texts, "sequence": sequences}
     requests = []
     for pre_path in sorted(repository.glob("*/preprocessing.json")):
-        model = pre_path.parent.name
-        pre = json.loads(pre_path.read_text())
-        for _ in range(4):
-            if pre["kind"] == "image":
-                spec = pre["image"]
-                pixels = rng.integers(0, 256, (spec["height"], spec["width"]), dtype=np.uint8)
-                buffer = io.BytesIO()
-                Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
-                payload: Any = base64.b64encode(buffer.getvalue()).decode()
-            elif pre["kind"] == "text":
-                payload = str(rng.choice(["hello world", "bonjour le monde", "hola mundo"]))
-            else:
-                spec = pre["sequence"]
-                length = int(rng.integers(spec["min_length"], min(spec["max_length"], 24) + 1))
-                payload = rng.normal(size=(length, spec["channels"])).round(4).tolist()
-            requests.append(Request(model, {"inputs": [payload], "top_k": 2}))
+        kind = json.loads(pre_path.read_text())["kind"]
+        for payload in by_kind[kind]:
+            requests.append(Request(pre_path.parent.name, {"inputs": [payload], "top_k": 2}))
     assert requests, f"no models with preprocessing.json in {repository}"
     return requests
 

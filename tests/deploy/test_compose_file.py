@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 import jsonschema
 import pytest
 import yaml
-from deploy_support import REPO_ROOT, Dockerfile, tool
+
+from tests.deploy.deploy_support import REPO_ROOT, Dockerfile, tool
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "compose-spec.json"
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.gpu.yml"]

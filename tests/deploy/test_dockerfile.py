@@ -12,7 +12,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from deploy_support import REPO_ROOT, Dockerfile, parse_dockerfile, tool
+
+from tests.deploy.deploy_support import REPO_ROOT, Dockerfile, parse_dockerfile, tool
 
 INSTALL = re.compile(r"\bpip install\b(?P<args>[^&;|]*)")
 

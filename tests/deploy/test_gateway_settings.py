@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import REPO_ROOT, Dockerfile
+
+from tests.deploy.deploy_support import REPO_ROOT, Dockerfile
 
 PREFIX = "MODELGATE_"
 

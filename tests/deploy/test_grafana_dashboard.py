@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import REPO_ROOT
+
+from tests.deploy.deploy_support import REPO_ROOT
 
 GRAFANA = REPO_ROOT / "deploy" / "grafana"
 BUILTIN_VARIABLES = {"__rate_interval", "__interval", "__range"}

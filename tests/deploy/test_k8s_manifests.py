@@ -11,7 +11,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_support import REPO_ROOT, Dockerfile, load_yaml_documents
+
+from tests.deploy.deploy_support import REPO_ROOT, Dockerfile, load_yaml_documents
 
 K8S = REPO_ROOT / "deploy" / "k8s"
 BASE = K8S / "base"

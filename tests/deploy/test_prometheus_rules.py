@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deploy_support import REPO_ROOT
+
+from tests.deploy.deploy_support import REPO_ROOT
 
 pytestmark = pytest.mark.prometheus
 

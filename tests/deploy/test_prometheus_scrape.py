@@ -21,9 +21,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from deploy_support import REPO_ROOT, Gateway, free_port, stop_process, wait_until
-from deploy_traffic import bad_requests, send, valid_requests
+
 from service.local_triton import LocalTriton
+from tests.deploy.deploy_support import REPO_ROOT, Gateway, free_port, stop_process, wait_until
+from tests.deploy.deploy_traffic import bad_requests, send, valid_requests
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.triton, pytest.mark.gateway, pytest.mark.slow]
 

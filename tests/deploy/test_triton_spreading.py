@@ -13,10 +13,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from deploy_support import Gateway, free_port, start_gateway, stop_process
-from deploy_traffic import send, valid_requests
 from prometheus_client.parser import text_string_to_metric_families
+
 from service.local_triton import LocalTriton
+from tests.deploy.deploy_support import Gateway, free_port, start_gateway, stop_process
+from tests.deploy.deploy_traffic import send, valid_requests
 
 pytestmark = [pytest.mark.triton, pytest.mark.gateway, pytest.mark.slow]
 
@@ -45,7 +46,7 @@ def test_batches_go_to_both_tritons(
 ) -> None:
     servers = (triton_server, second_triton)
     before = [successful_inferences(s) for s in servers]
-    requests = valid_requests(model_repository, seed=1) * 3
+    requests = valid_requests(model_repository, count=8)
     with httpx.Client(base_url=gateway_over_two_tritons.url) as client:
         statuses = [send(client, request).status_code for request in requests]
     assert statuses == [200] * len(requests)
@@ -73,7 +74,7 @@ def test_a_replica_that_is_down_costs_no_request(
     gateway = gateway_with_a_dead_replica
     dead, live = gateway.triton_urls
     before = successful_inferences(triton_server)
-    requests = valid_requests(model_repository, seed=2) * 2
+    requests = valid_requests(model_repository, count=6)
     with httpx.Client(base_url=gateway.url) as client:
         statuses = [send(client, request).status_code for request in requests]
         readiness = client.get("/readyz").json()
