@@ -152,7 +152,9 @@ def test_runs_as_non_root_with_healthcheck_and_ports(dockerfile: Dockerfile) -> 
 
     env = dict(re.findall(r"(\w+)=(\S+)", " ".join(gateway.all("ENV"))))  # ENV KEY=value pairs
     exposed = {int(p) for line in gateway.all("EXPOSE") for p in line.split()}
-    assert exposed == {int(env["MODELGATE_PORT"]), int(env["MODELGATE_GRPC_PORT"])}
+    # Every port setting (MODELGATE_PORT, and any further protocol's) is exposed, nothing else.
+    assert exposed == {int(v) for k, v in env.items() if k.endswith("PORT")}
+    assert int(env["MODELGATE_PORT"]) in exposed
     assert env["MODELGATE_HOST"] == "0.0.0.0"
     assert int(env["MODELGATE_WORKERS"]) >= 1
 
