@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,18 @@ def test_grafana_service_provisions_datasource_and_dashboard(
             assert target["datasource"]["uid"] == datasource["uid"], panel["title"]
 
 
+def locust_master_steps(master: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The master's shell command split into its Locust run and its verdict."""
+    assert master["entrypoint"] == ["/bin/sh", "-c"]
+    (script,) = master["command"]
+    run, _, verdict = script.partition(";")
+    return shlex.split(run), shlex.split(verdict.replace("$$", "$"))
+
+
+def flag_values(args: list[str]) -> dict[str, str]:
+    return dict(arg.split("=", 1) for arg in args if arg.startswith("--") and "=" in arg)
+
+
 def test_locust_profile_runs_the_load_tests_against_the_gateway(
     compose: dict[str, Any], dockerfile: Dockerfile, repo_root: Path
 ) -> None:
@@ -262,11 +275,9 @@ def test_locust_profile_runs_the_load_tests_against_the_gateway(
     assert master["build"]["target"] in {stage.name for stage in dockerfile.stages}
     assert worker["image"] == master["image"]
 
-    def flags(service: dict[str, Any]) -> dict[str, str]:
-        return dict(arg.split("=", 1) for arg in service["command"] if "=" in arg)
-
-    master_flags, worker_flags = flags(master), flags(worker)
-    assert "--master" in master["command"] and "--headless" in master["command"]
+    run, _verdict = locust_master_steps(master)
+    assert run[0] == "locust" and "--master" in run and "--headless" in run
+    master_flags, worker_flags = flag_values(run), flag_values(worker["command"])
     assert "--worker" in worker["command"]
     assert worker_flags["--master-host"] == "locust-master"
     assert int(master_flags["--expect-workers"]) == worker["deploy"]["replicas"]
@@ -287,16 +298,27 @@ def test_locust_profile_runs_the_load_tests_against_the_gateway(
     assert master["depends_on"]["gateway"]["condition"] == "service_healthy"
 
 
+def test_locust_master_ends_with_the_sla_verdict(compose: dict[str, Any]) -> None:
+    """The master's exit code is `modelgate verdict` on the statistics its own run wrote."""
+    master = compose["services"]["locust-master"]
+    run, verdict = locust_master_steps(master)
+    assert verdict[:3] == ["exec", "modelgate", "verdict"]
+    verdict_flags = dict(zip(verdict[3::2], verdict[4::2], strict=True))
+    assert verdict_flags["--sla"] == "$MODELGATE_SLA"
+    assert verdict_flags["--stats"] == flag_values(run)["--csv"] + "_stats.csv"
+    reports = Path(flag_values(run)["--csv"]).parent
+    assert f"locust-reports:{reports}" in master["volumes"]
+
+
 def test_locust_defaults_follow_the_sla_load(compose: dict[str, Any], repo_root: Path) -> None:
     """Users, spawn rate and run time default to the SLA file's `load` section."""
     sla = yaml.safe_load((repo_root / "loadtests" / "sla.yaml").read_text())
     load = sla["load"]
-    command = compose["services"]["locust-master"]["command"]
+    flags = flag_values(locust_master_steps(compose["services"]["locust-master"])[0])
 
     def default(flag: str) -> str:
-        (arg,) = [a for a in command if a.startswith(flag + "=")]
-        match = re.fullmatch(r"\$\{\w+:-(.+)\}", arg.split("=", 1)[1])
-        assert match, arg
+        match = re.fullmatch(r"\$\{\w+:-(.+)\}", flags[flag])
+        assert match, flags[flag]
         return match.group(1)
 
     assert int(default("--users")) == load["users"]
