@@ -44,7 +44,8 @@ def dockerfile() -> Dockerfile:
     return parse_dockerfile(REPO_ROOT / "Dockerfile")
 
 
-@pytest.fixture(scope="session")
+# Package scope: the second server and the gateway stop when the deployment tests are done.
+@pytest.fixture(scope="package")
 def second_triton(triton_server: LocalTriton, model_repository: Path) -> Iterator[LocalTriton]:
     """Another real Triton on the same repository: two replicas for client-side spreading."""
     server = LocalTriton(model_repository)
@@ -58,7 +59,7 @@ def second_triton(triton_server: LocalTriton, model_repository: Path) -> Iterato
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def gateway_over_two_tritons(
     triton_server: LocalTriton,
     second_triton: LocalTriton,
