@@ -187,12 +187,12 @@ def user_class(target: Target) -> type[SlaTargetUser]:
     """A concrete user class for one target, e.g. `DigitsCnnRestUser`."""
     stem = "".join(p.capitalize() for p in re.split(r"[^A-Za-z0-9]+", target.model) if p)
     name = f"{stem}{_SUFFIX[target.protocol]}User"
-    return type(name, (_BASES[target.protocol],), {"target": target, "weight": target.weight})
+    namespace = {"target": target, "weight": target.weight, "__module__": __name__}
+    return type(name, (_BASES[target.protocol],), namespace)
 
 
-for _target in TARGETS:
-    _cls = user_class(_target)
-    globals()[_cls.__name__] = _cls
+# Locust collects the user classes it finds among this module's globals.
+globals().update({cls.__name__: cls for cls in map(user_class, TARGETS)})
 
 
 @events.init.add_listener
@@ -204,6 +204,9 @@ def build_payload_pools(environment: Environment, **_kwargs: Any) -> None:
     builders = {"rest": rest_pool, "v2_http": v2_json_pool, "v2_grpc": grpc_pool}
     for target in TARGETS:
         builders[target.protocol](target)
+    # Building blocked gevent's loop; without refreshing its cached clock, timers armed
+    # next (such as --run-time) would measure from before the build and fire at once.
+    gevent.get_hub().loop.update_now()
     logger.info("payload pools built in %.1f s", time.perf_counter() - started)
 
 

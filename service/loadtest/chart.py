@@ -31,7 +31,12 @@ def _value(text: str) -> float | None:
 
 
 def read_history(path: Path) -> tuple[dict[str, Series], list[tuple[float, float]]]:
-    """Per request name: time -> p50/p95/p99/rps; plus the user count over time."""
+    """Per request name: time -> p50/p95/p99/rps; plus the user count over time.
+
+    Percentiles are Locust's rolling ones. Throughput is the growth of the total
+    request count between rows (Locust's own rolling rate lags by seconds and
+    reads zero right after the warm-up reset); a count that drops was reset.
+    """
     per_name: dict[str, Series] = defaultdict(lambda: defaultdict(list))
     users: list[tuple[float, float]] = []
     if not path.exists():
@@ -41,15 +46,23 @@ def read_history(path: Path) -> tuple[dict[str, Series], list[tuple[float, float
     if not rows:
         return {}, []
     start = float(rows[0]["Timestamp"])
+    last: dict[str, tuple[float, float]] = {}
     for row in rows:
         at = float(row["Timestamp"]) - start
-        if row["Name"] == AGGREGATED:
+        name = row["Name"]
+        if name == AGGREGATED:
             users.append((at, float(row["User Count"])))
             continue
-        for column, key in (("50%", "p50"), ("95%", "p95"), ("99%", "p99"), ("Requests/s", "rps")):
+        for column, key in (("50%", "p50"), ("95%", "p95"), ("99%", "p99")):
             value = _value(row[column])
             if value is not None:
-                per_name[row["Name"]][key].append((at, value))
+                per_name[name][key].append((at, value))
+        count = float(row["Total Request Count"])
+        if name in last and at > last[name][0]:
+            previous_at, previous = last[name]
+            grown = count - previous if count >= previous else count
+            per_name[name]["rps"].append((at, grown / (at - previous_at)))
+        last[name] = (at, count)
     return per_name, users
 
 
@@ -61,7 +74,14 @@ def loadtest_chart(
     out: Path,
 ) -> Path:
     per_name, users = read_history(history_csv)
-    fig, axes = plt.subplots(3, 1, figsize=(11, 12), constrained_layout=True)
+    stage_height = max(3.0, 0.28 * len(stages))
+    fig, axes = plt.subplots(
+        3,
+        1,
+        figsize=(11, 8 + stage_height),
+        height_ratios=[4, 4, stage_height],
+        constrained_layout=True,
+    )
     latency, throughput, breakdown = axes
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, target in enumerate(targets):
@@ -82,7 +102,8 @@ def loadtest_chart(
         axis.axvspan(0, warmup_s, color="grey", alpha=0.15, label="warm-up (not judged)")
         axis.set_xlabel("seconds since start")
         axis.grid(alpha=0.3)
-    latency.set_ylabel("latency, ms (Locust, rolling)")
+    latency.set_yscale("log")
+    latency.set_ylabel("latency, ms (Locust, rolling; log scale)")
     latency.set_title("Latency percentiles (thick pale lines: p99 budgets)")
     latency.legend(fontsize="small", ncol=3)
     throughput.set_ylabel("requests/s")
@@ -105,7 +126,7 @@ def _stage_bars(axis: plt.Axes, stages: Sequence[StageFigure]) -> None:
         axis.text(0.5, 0.5, "gateway /metrics not available", ha="center", va="center")
         axis.set_axis_off()
         return
-    labels = [f"{f.model}\n{f.stage}" for f in stages]
+    labels = [f"{f.model}  {f.stage}" for f in stages]
     positions = range(len(stages))
     p95 = [f.p95_ms or 0.0 for f in stages]
     p99 = [f.p99_ms or 0.0 for f in stages]

@@ -160,6 +160,15 @@ class LoadtestOutcome:
         return not breaches(self.lines)
 
     @property
+    def breakdown(self) -> list[StageFigure]:
+        """Per model: its stages in path order, then the gateway's end-to-end figure."""
+        combined = self.stages + self.gateway_totals
+        order: dict[str, int] = {}
+        for figure in combined:
+            order.setdefault(figure.model, len(order))
+        return sorted(combined, key=lambda f: (order[f.model], f.stage.startswith("total")))
+
+    @property
     def trustworthy(self) -> bool:
         return not self.cpu.saturated
 
@@ -173,16 +182,14 @@ class LoadtestOutcome:
         if self.stages or self.gateway_totals:
             parts += [
                 "Gateway per-stage latency over the measured window (/metrics diff):",
-                report.text_table(
-                    report.STAGE_HEADER, report.stage_rows(self.gateway_totals + self.stages)
-                ),
+                report.text_table(report.STAGE_HEADER, report.stage_rows(self.breakdown)),
             ]
         parts.append(f"Load generator CPU: {self.cpu.describe()}")
-        parts += [f"WARNING: {w}" for w in self.warnings]
+        if self.warnings:
+            parts.append("\n".join(f"WARNING: {w}" for w in self.warnings))
         failed = breaches(self.lines)
         if failed:
-            parts.append("BREACHED:")
-            parts += [f"  {line.describe()}" for line in failed]
+            parts.append("\n".join(["BREACHED:", *(f"  {line.describe()}" for line in failed)]))
         parts.append(f"RESULT: {'PASS' if self.passed else 'FAIL'}" + _trust_suffix(self))
         parts.append(f"Reports in {self.out_dir}")
         return "\n\n".join(parts)
@@ -194,9 +201,7 @@ class LoadtestOutcome:
             f"Result: **{'PASS' if self.passed else 'FAIL'}**{_trust_suffix(self)}",
             report.markdown_table(report.VERDICT_HEADER, report.verdict_rows(self.lines)),
             "## Gateway per-stage latency (measured window)",
-            report.markdown_table(
-                report.STAGE_HEADER, report.stage_rows(self.gateway_totals + self.stages)
-            )
+            report.markdown_table(report.STAGE_HEADER, report.stage_rows(self.breakdown))
             if self.stages or self.gateway_totals
             else "gateway /metrics not available",
             "## Load generator",
@@ -223,7 +228,7 @@ class LoadtestOutcome:
                 }
                 for line in self.lines
             ],
-            "stages": [vars(f) for f in self.gateway_totals + self.stages],
+            "stages": [vars(f) for f in self.breakdown],
             "cpu": vars(self.cpu) | {"saturated": self.cpu.saturated},
             "warnings": self.warnings,
         }
