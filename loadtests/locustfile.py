@@ -31,7 +31,13 @@ from locust.env import Environment
 from locust.runners import WorkerRunner
 
 from service.loadtest import payloads
-from service.loadtest.contract import CAPACITY_STEPS_ENV, SLA_ENV, TARGETS_ENV, WARMUP_OVER
+from service.loadtest.contract import (
+    API_KEY_ENV,
+    CAPACITY_STEPS_ENV,
+    SLA_ENV,
+    TARGETS_ENV,
+    WARMUP_OVER,
+)
 from service.loadtest.sla import Sla, Target, load_sla
 
 logger = logging.getLogger("modelgate.loadtest")
@@ -42,6 +48,11 @@ SELECTED = {n.strip() for n in os.environ.get(TARGETS_ENV, "").split(",") if n.s
 TARGETS = [t for t in SLA.targets if not SELECTED or t.name in SELECTED]
 if SELECTED - {t.name for t in TARGETS}:
     raise SystemExit(f"{TARGETS_ENV} names unknown targets: {sorted(SELECTED)}")
+
+# A deployment with an API key: read from the environment, never from the SLA file.
+AUTHORIZATION = (
+    {"Authorization": f"Bearer {os.environ[API_KEY_ENV]}"} if os.environ.get(API_KEY_ENV) else {}
+)
 
 if any(t.protocol == "v2_grpc" for t in TARGETS):
     # gRPC's own threads would block gevent's loop; this makes its I/O cooperative.
@@ -102,7 +113,7 @@ class RestPredictUser(FastHttpUser, SlaTargetUser):
         with self.client.post(
             f"/v1/models/{self.target.model}/predict",
             data=body.body,  # type: ignore[arg-type]  # bytes are sent as they are
-            headers={"Content-Type": body.content_type},
+            headers={"Content-Type": body.content_type, **AUTHORIZATION},
             name=self.target.name,
             catch_response=True,
         ) as response:
@@ -125,7 +136,7 @@ class V2HttpInferUser(FastHttpUser, SlaTargetUser):
         with self.client.post(
             f"/v2/models/{self.target.model}/infer",
             data=body.body,  # type: ignore[arg-type]  # bytes are sent as they are
-            headers={"Content-Type": body.content_type},
+            headers={"Content-Type": body.content_type, **AUTHORIZATION},
             name=self.target.name,
             catch_response=True,
         ) as response:
@@ -158,7 +169,10 @@ class V2GrpcInferUser(SlaTargetUser):
         length = 0
         try:
             result = self.grpc.infer(
-                self.target.model, inputs, client_timeout=SLA.request_timeout_s
+                self.target.model,
+                inputs,
+                client_timeout=SLA.request_timeout_s,
+                headers={k.lower(): v for k, v in AUTHORIZATION.items()},
             )
             length = result.get_response().ByteSize()
         except Exception as exc:  # every failure is a failed request in the statistics

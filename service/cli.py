@@ -19,3 +19,7 @@ from service.loadtest import cli as _loadtest_cli  # noqa: E402
 
 app.command("loadtest")(_loadtest_cli.loadtest)
 app.command("capacity")(_loadtest_cli.capacity)
+
+
+if __name__ == "__main__":
+    app()

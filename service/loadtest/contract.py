@@ -16,5 +16,8 @@ TARGETS_ENV = "MODELGATE_TARGETS"
 CAPACITY_STEPS_ENV = "MODELGATE_CAPACITY_STEPS"
 """Where the capacity shape appends one JSON line per finished step."""
 
+API_KEY_ENV = "MODELGATE_API_KEY"
+"""The gateway's API key (its own setting's name); sent as `Authorization: Bearer` when set."""
+
 WARMUP_OVER = "modelgate: warm-up over, statistics reset"
 """Logged by the locustfile when the warm-up ends and the measured window starts."""

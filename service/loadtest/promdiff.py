@@ -154,8 +154,9 @@ def _add(a: Histogram, b: Histogram) -> Histogram:
     return Histogram(buckets, a.total + b.total, a.sum + b.sum)
 
 
-def scrape(base_url: str, timeout_s: float = 5.0) -> str:
+def scrape(base_url: str, api_key: str | None = None, timeout_s: float = 5.0) -> str:
     """The gateway's `/metrics` text; raises `httpx.HTTPError` when it cannot be read."""
-    response = httpx.get(f"{base_url.rstrip('/')}/metrics", timeout=timeout_s)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    response = httpx.get(f"{base_url.rstrip('/')}/metrics", headers=headers, timeout=timeout_s)
     response.raise_for_status()
     return response.text

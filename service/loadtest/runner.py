@@ -24,7 +24,13 @@ import httpx
 
 from service.loadtest import chart, promdiff, report
 from service.loadtest.capacity import Capacity, read_steps
-from service.loadtest.contract import CAPACITY_STEPS_ENV, SLA_ENV, TARGETS_ENV, WARMUP_OVER
+from service.loadtest.contract import (
+    API_KEY_ENV,
+    CAPACITY_STEPS_ENV,
+    SLA_ENV,
+    TARGETS_ENV,
+    WARMUP_OVER,
+)
 from service.loadtest.cpu import CpuAssessment, CpuMonitor, CpuSample, assess
 from service.loadtest.promdiff import StageFigure
 from service.loadtest.sla import Sla, load_sla
@@ -254,7 +260,7 @@ def run_loadtest(
 
     def scrape(label: str) -> None:
         try:
-            scrapes[label] = promdiff.scrape(base_url)
+            scrapes[label] = promdiff.scrape(base_url, os.environ.get(API_KEY_ENV))
         except httpx.HTTPError as exc:
             warnings.append(f"could not read {base_url}/metrics ({label}): {exc}")
 
