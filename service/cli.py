@@ -2,11 +2,43 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from pydantic import ValidationError
+
+from service.examples import curl_command
+from service.loadtest import cli as loadtest_cli
+from service.local_triton import (
+    DEFAULT_REPOSITORY,
+    LocalTriton,
+    LocalTritonError,
+    port_in_use,
+    serve_until_stopped,
+)
+from service.repository import RepositoryError, load_repository
+from service.settings import Settings
 
 app = typer.Typer(
-    no_args_is_help=True, help="modelgate: train, export and serve models behind Triton."
+    no_args_is_help=True,
+    help="modelgate: train, export and serve models behind Triton.",
+    pretty_exceptions_enable=False,
 )
+
+RepositoryOption = Annotated[
+    Path, typer.Option("--repository", "-r", help="Triton model repository directory.")
+]
 
 
 @app.callback()
@@ -14,11 +46,251 @@ def main() -> None:
     """modelgate command line."""
 
 
-# Load testing against SLAs (loadtests/README.md); heavy imports stay inside the commands.
-from service.loadtest import cli as _loadtest_cli  # noqa: E402
+@app.command()
+def build(
+    repository: RepositoryOption = Path("model_repository"),
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Only this model (repeatable).")
+    ] = None,
+    new_version: Annotated[
+        bool,
+        typer.Option(help="Add the export as the next version instead of replacing version 1."),
+    ] = False,
+) -> None:
+    """Train every model on its real data, export to ONNX, check parity and write the repository."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    # The ONNX exporter's optimiser logs every rewrite at INFO; keep the build's progress readable.
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Imported here: the serving image has no torch.
+    from training.build import build as build_repository
+    from training.recipes import RECIPES
 
-app.command("loadtest")(_loadtest_cli.loadtest)
-app.command("capacity")(_loadtest_cli.capacity)
+    unknown = sorted(set(model or []) - set(RECIPES))
+    if unknown:
+        raise typer.BadParameter(f"unknown model(s) {unknown}; known: {sorted(RECIPES)}")
+    build_repository(repository, model, new_version)
+    show(repository)
+
+
+@app.command()
+def show(repository: RepositoryOption = Path("model_repository")) -> None:
+    """List the models in the repository with their versions and held-out accuracy."""
+    if not repository.is_dir():
+        typer.echo(f"error: no model repository at {repository}; run `modelgate build`", err=True)
+        raise typer.Exit(2)
+    for model_dir in sorted(p for p in repository.iterdir() if (p / "config.pbtxt").is_file()):
+        versions = sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit())
+        summary = ""
+        evaluation = model_dir / "evaluation.json"
+        if evaluation.is_file():
+            record = json.loads(evaluation.read_text())
+            held_out = record["held_out"]
+            summary = f"held-out accuracy {held_out['accuracy']:.4f} (n={held_out['size']})"
+        typer.echo(f"{model_dir.name:<20} versions {versions}  {summary}")
+
+
+@app.command()
+def triton(
+    repository: Path = typer.Option(
+        DEFAULT_REPOSITORY, "--repository", "-r", help="Triton model repository to serve."
+    ),
+    http_port: int = typer.Option(8000, envvar="MODELGATE_TRITON_HTTP_PORT", help="HTTP port."),
+    grpc_port: int = typer.Option(8001, envvar="MODELGATE_TRITON_GRPC_PORT", help="gRPC port."),
+    metrics_port: int = typer.Option(
+        8002, envvar="MODELGATE_TRITON_METRICS_PORT", help="Prometheus metrics port."
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", envvar="MODELGATE_TRITON_HOST", help="Address to listen on (0.0.0.0: all)."
+    ),
+    model_control_mode: str = typer.Option(
+        "none", help="Triton model control mode: none, poll or explicit."
+    ),
+    load_model: list[str] = typer.Option(
+        [], "--load-model", help="Model to load at start (explicit mode; '*' for all)."
+    ),
+    log_verbose: int = typer.Option(0, help="Triton --log-verbose level."),
+) -> None:
+    """Run a real Triton Inference Server (pip-shipped binary) on the model repository."""
+    if model_control_mode not in ("none", "poll", "explicit"):
+        typer.echo("error: --model-control-mode must be none, poll or explicit", err=True)
+        raise typer.Exit(2)
+    server = LocalTriton(
+        repository,
+        http_port,
+        grpc_port,
+        metrics_port,
+        host=host,
+        model_control_mode=model_control_mode,  # type: ignore[arg-type]
+        load_models=load_model,
+        log_verbose=log_verbose,
+    )
+    try:
+        raise typer.Exit(serve_until_stopped(server, typer.echo))
+    except LocalTritonError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _settings_from(overrides: dict[str, object]) -> Settings:
+    """Export command-line overrides as MODELGATE_* variables (workers read them), then validate."""
+    for key, value in overrides.items():
+        if value is not None:
+            os.environ[f"MODELGATE_{key.upper()}"] = str(value)
+    try:
+        settings = Settings()
+        load_repository(settings.model_repository)
+    except ValidationError as exc:
+        typer.echo(f"error: invalid settings:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    except RepositoryError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    return settings
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="Interface to bind (MODELGATE_HOST)."),
+    port: int | None = typer.Option(None, help="Port (MODELGATE_PORT)."),
+    workers: int | None = typer.Option(None, help="uvicorn workers (MODELGATE_WORKERS)."),
+    triton_url: str | None = typer.Option(
+        None, help="Triton host:port, comma-separated for several (MODELGATE_TRITON_URL)."
+    ),
+    backend: str | None = typer.Option(None, help="triton or embedded (MODELGATE_BACKEND)."),
+    repository: Path | None = typer.Option(
+        None, "--repository", "-r", help="Model repository (MODELGATE_MODEL_REPOSITORY)."
+    ),
+) -> None:
+    """Run the gateway (settings from MODELGATE_* variables; options override them)."""
+    import uvicorn
+
+    settings = _settings_from(
+        {
+            "host": host,
+            "port": port,
+            "workers": workers,
+            "triton_url": triton_url,
+            "backend": backend,
+            "model_repository": repository,
+        }
+    )
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Each worker writes its samples here; /metrics in any worker sums them.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="modelgate-metrics-")
+    uvicorn.run(
+        "service.rest.app:create_app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
+    )
+
+
+def wait_for_gateway(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Poll `url`/readyz until 200; fail early if the process exits."""
+    give_up = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < give_up:
+        if process.poll() is not None:
+            raise RuntimeError(f"the gateway exited with code {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2.0) as response:
+                if response.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:
+            last = exc.read().decode(errors="replace")
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise RuntimeError(f"the gateway was not ready within {timeout_s:.0f} s: {last}")
+
+
+def _stop_process(process: subprocess.Popen[bytes], grace_s: float) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@app.command()
+def up(
+    host: str = typer.Option("127.0.0.1", help="Interface the gateway binds to."),
+    port: int = typer.Option(8000, help="Gateway port."),
+    repository: Path = typer.Option(
+        DEFAULT_REPOSITORY, "--repository", "-r", help="Model repository to serve."
+    ),
+    triton_protocol: str = typer.Option("grpc", help="How the gateway talks to Triton."),
+) -> None:
+    """Start the local Triton and the gateway, print URLs and examples, stop both on Ctrl-C."""
+    if port_in_use(port, host):
+        typer.echo(f"error: port {port} is already in use; choose another with --port", err=True)
+        raise typer.Exit(1)
+    try:
+        specs = load_repository(repository)
+    except RepositoryError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    triton = LocalTriton(repository)
+    gateway: subprocess.Popen[bytes] | None = None
+    code = 0
+    try:
+        typer.echo("Starting Triton ...")
+        triton.start()
+        triton_url = triton.grpc_url if triton_protocol == "grpc" else triton.http_url
+        env = {
+            **os.environ,
+            "MODELGATE_MODEL_REPOSITORY": str(repository),
+            "MODELGATE_TRITON_URL": triton_url,
+            "MODELGATE_TRITON_PROTOCOL": triton_protocol,
+            "MODELGATE_HOST": host,
+            "MODELGATE_PORT": str(port),
+        }
+        typer.echo("Starting the gateway ...")
+        gateway = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env)
+        base = f"http://{host}:{port}"
+        wait_for_gateway(base, gateway, timeout_s=60)
+        typer.echo("")
+        typer.echo(f"modelgate is up: gateway {base} in front of Triton {triton.grpc_url} (gRPC)")
+        typer.echo(f"  API docs     {base}/docs")
+        typer.echo(f"  health       {base}/healthz   {base}/readyz")
+        typer.echo(f"  metrics      {base}/metrics   (Triton: {triton.metrics_url})")
+        typer.echo(f"  Triton HTTP  http://{triton.http_url}   log {triton.log_path}")
+        typer.echo("Try:")
+        for spec in specs.values():
+            typer.echo(f"  {curl_command(spec, base)}")
+        typer.echo("Press Ctrl-C to stop both.")
+        while gateway.poll() is None and triton.is_running():
+            time.sleep(0.5)
+        typer.echo("error: a server exited on its own; stopping the other", err=True)
+        code = 1
+    except KeyboardInterrupt:
+        typer.echo("Stopping ...")
+    except (LocalTritonError, RuntimeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        code = 1
+    finally:
+        if gateway is not None:
+            _stop_process(gateway, grace_s=Settings.model_fields["shutdown_grace_s"].default + 5)
+        triton.stop()
+        signal.signal(signal.SIGTERM, previous)
+        typer.echo("Stopped.")
+    raise typer.Exit(code)
+
+
+# Load testing against SLAs (loadtests/README.md); heavy imports stay inside the commands.
+app.command("loadtest")(loadtest_cli.loadtest)
+app.command("capacity")(loadtest_cli.capacity)
 
 
 if __name__ == "__main__":

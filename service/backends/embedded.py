@@ -1,0 +1,74 @@
+"""Embedded backend: in-process ONNX Runtime over the same repository (no Triton needed)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import onnxruntime as ort
+
+from service.backends.base import InferenceBackend, Readiness
+from service.errors import BadInput, UpstreamError
+from service.repository import ModelSpec
+
+
+class EmbeddedBackend(InferenceBackend):
+    """One ONNX Runtime session per model; batches run in a small thread pool off the event loop."""
+
+    def __init__(self, specs: list[ModelSpec], threads: int = 1) -> None:
+        self._specs = specs
+        self._threads = threads
+        self._sessions: dict[str, ort.InferenceSession] = {}
+        self._errors: dict[str, str] = {}
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, len(specs)), thread_name_prefix="onnxruntime"
+        )
+
+    async def start(self) -> None:
+        for spec in self._specs:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self._threads
+            options.inter_op_num_threads = 1
+            try:
+                self._sessions[spec.name] = ort.InferenceSession(
+                    str(spec.onnx_path), options, providers=["CPUExecutionProvider"]
+                )
+            except (
+                Exception
+            ) as exc:  # reported through readiness, like a model Triton failed to load
+                self._errors[spec.name] = f"{type(exc).__name__}: {exc}"
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._sessions.clear()
+
+    async def infer(
+        self, spec: ModelSpec, inputs: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        session = self._sessions.get(spec.name)
+        if session is None:
+            raise UpstreamError(
+                f"model {spec.name} is not loaded: {self._errors.get(spec.name, 'unknown')}"
+            )
+        names = [o.name for o in spec.outputs]
+        feed = {t.name: inputs[t.name] for t in spec.inputs}
+        loop = asyncio.get_running_loop()
+        try:
+            values = await loop.run_in_executor(self._pool, session.run, names, feed)
+        except (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ValueError) as exc:
+            raise BadInput(f"model {spec.name} rejected the input: {exc}") from exc
+        except Exception as exc:
+            raise UpstreamError(f"model {spec.name} failed: {exc}") from exc
+        return dict(zip(names, values, strict=True))
+
+    async def readiness(self, specs: list[ModelSpec]) -> Readiness:
+        missing = [
+            f"{s.name}: {self._errors.get(s.name, 'not loaded')}"
+            for s in specs
+            if s.name not in self._sessions
+        ]
+        if missing:
+            return Readiness(False, "; ".join(missing), {"embedded": False})
+        return Readiness(True, "", {"embedded": True})

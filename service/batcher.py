@@ -1,0 +1,271 @@
+"""A per-model request batcher in front of the inference backend.
+
+Requests (each one or more rows) wait in a bounded queue. A batch leaves when a dispatch slot
+is free and either it is full (`max_batch_size` rows) or the oldest request has waited
+`max_delay_s`. With a zero delay it sends whatever queued while every slot was busy
+("batch when busy"), which on small models beats waiting to fill (DESIGN.md fact 9).
+
+A full queue refuses new requests at once (`Overloaded`, 503 + Retry-After), so memory stays
+bounded. Every request has a deadline: past it the caller gets `DeadlineExceeded` (504) and,
+if its rows were not sent yet, they leave the queue. Results and errors of a batch go back to
+each waiting caller. Times come from a monotonic clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from service.errors import BadInput, DeadlineExceeded, ModelGateError, Overloaded, UpstreamError
+
+log = logging.getLogger(__name__)
+
+Tensors = dict[str, np.ndarray]
+InferFn = Callable[[Tensors], Awaitable[Mapping[str, np.ndarray]]]
+CollateFn = Callable[[Sequence[Mapping[str, np.ndarray]]], Tensors]
+
+
+class BatchObserver(Protocol):
+    """Receives the batcher's measurements (the metrics module implements it)."""
+
+    def queue_depth(self, rows: int) -> None:
+        """Rows now waiting."""
+
+    def queue_wait(self, seconds: float) -> None:
+        """How long one request waited before its batch was sent."""
+
+    def batch(self, rows: int, seconds: float) -> None:
+        """One batch of `rows` rows took `seconds` in the backend."""
+
+
+@dataclass(eq=False)
+class _Entry:
+    inputs: Mapping[str, np.ndarray]
+    rows: int
+    deadline: float
+    enqueued: float
+    future: asyncio.Future[Tensors] = field(repr=False)
+    sent: bool = False
+
+
+def _consume_result(future: asyncio.Future[Tensors]) -> None:
+    # A caller that gave up (deadline, disconnect) no longer reads its future: mark the
+    # exception as retrieved so asyncio does not log it as lost.
+    if not future.cancelled():
+        future.exception()
+
+
+class Batcher:
+    """Batches requests for one model; `submit` is the only call on the request path."""
+
+    def __init__(
+        self,
+        name: str,
+        infer: InferFn,
+        collate: CollateFn,
+        *,
+        max_batch_size: int,
+        max_delay_s: float,
+        max_queue_rows: int,
+        concurrency: int,
+        observer: BatchObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_batch_size < 1 or max_queue_rows < 1 or concurrency < 1 or max_delay_s < 0:
+            raise ValueError("batch size, queue size and concurrency must be >= 1, delay >= 0")
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_delay_s = max_delay_s
+        self.max_queue_rows = max_queue_rows
+        self.concurrency = concurrency
+        self._infer = infer
+        self._collate = collate
+        self._observer = observer
+        self._clock = clock
+        self._queue: deque[_Entry] = deque()
+        self._queued_rows = 0
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(concurrency)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting to be sent."""
+        return self._queued_rows
+
+    def start(self) -> None:
+        """Start the dispatch loop (needs a running event loop)."""
+        if self._runner is None:
+            self._runner = asyncio.get_running_loop().create_task(
+                self._run(), name=f"batcher-{self.name}"
+            )
+
+    async def submit(self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float) -> Tensors:
+        """Queue `rows` rows (tensors with a leading batch dim) and wait for their outputs."""
+        if self._closing or self._runner is None:
+            raise Overloaded(f"model {self.name} is not accepting requests (shutting down)")
+        if rows < 1 or rows > self.max_batch_size:
+            raise BadInput(
+                f"{rows} rows in one request; model {self.name} takes 1 to {self.max_batch_size}"
+            )
+        if self._queued_rows + rows > self.max_queue_rows:
+            raise Overloaded(
+                f"model {self.name} is overloaded ({self._queued_rows} rows queued), retry later"
+            )
+        now = self._clock()
+        if deadline <= now:
+            raise DeadlineExceeded("request deadline passed before it could be queued")
+        entry = _Entry(inputs, rows, deadline, now, asyncio.get_running_loop().create_future())
+        self._queue.append(entry)
+        self._queued_rows += rows
+        self._report_depth()
+        self._wakeup.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(entry.future), deadline - now)
+        except TimeoutError:
+            self._abandon(entry)
+            raise DeadlineExceeded(
+                f"no answer from model {self.name} within the request deadline"
+            ) from None
+        except asyncio.CancelledError:
+            self._abandon(entry)
+            raise
+
+    def _abandon(self, entry: _Entry) -> None:
+        if not entry.sent:
+            with contextlib.suppress(ValueError):
+                self._queue.remove(entry)
+                self._queued_rows -= entry.rows
+                self._report_depth()
+        entry.future.add_done_callback(_consume_result)
+
+    def _report_depth(self) -> None:
+        if self._observer is not None:
+            self._observer.queue_depth(self._queued_rows)
+
+    async def _run(self) -> None:
+        while True:
+            while not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            # Waiting for a free slot is what makes batches form while the backend is busy.
+            await self._slots.acquire()
+            try:
+                if self.max_delay_s > 0:
+                    await self._wait_to_fill()
+                batch = self._take()
+            except BaseException:
+                self._slots.release()
+                raise
+            if not batch:
+                self._slots.release()
+                continue
+            task = asyncio.get_running_loop().create_task(self._dispatch(batch))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _wait_to_fill(self) -> None:
+        while self._queue and self._queued_rows < self.max_batch_size and not self._closing:
+            remaining = self._queue[0].enqueued + self.max_delay_s - self._clock()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take(self) -> list[_Entry]:
+        batch: list[_Entry] = []
+        rows = 0
+        now = self._clock()
+        while self._queue and rows + self._queue[0].rows <= self.max_batch_size:
+            entry = self._queue.popleft()
+            self._queued_rows -= entry.rows
+            if entry.future.done():  # caller already gone
+                continue
+            if entry.deadline <= now:  # expired while queued: never send it
+                entry.future.set_exception(DeadlineExceeded("request deadline passed in the queue"))
+                entry.future.add_done_callback(_consume_result)
+                continue
+            entry.sent = True
+            batch.append(entry)
+            rows += entry.rows
+        self._report_depth()
+        return batch
+
+    async def _dispatch(self, batch: list[_Entry]) -> None:
+        try:
+            sent_at = self._clock()
+            if self._observer is not None:
+                for entry in batch:
+                    self._observer.queue_wait(sent_at - entry.enqueued)
+            rows = sum(e.rows for e in batch)
+            outputs = await self._infer(self._collate([e.inputs for e in batch]))
+            if self._observer is not None:
+                self._observer.batch(rows, self._clock() - sent_at)
+            offset = 0
+            for entry in batch:
+                part = {
+                    name: value[offset : offset + entry.rows] for name, value in outputs.items()
+                }
+                offset += entry.rows
+                if not entry.future.done():
+                    entry.future.set_result(part)
+        except asyncio.CancelledError:
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(
+                        Overloaded("the server shut down while this request ran")
+                    )
+            raise
+        except Exception as exc:
+            error = (
+                exc if isinstance(exc, ModelGateError) else UpstreamError(f"batch failed: {exc}")
+            )
+            if not isinstance(exc, ModelGateError):
+                log.exception("batch for model %s failed", self.name)
+            for entry in batch:
+                if not entry.future.done():
+                    entry.future.set_exception(error)
+        finally:
+            self._slots.release()
+
+    async def close(self, grace_s: float) -> None:
+        """Stop accepting; let queued and in-flight work finish within `grace_s`; fail the rest."""
+        self._closing = True
+        self._wakeup.set()
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + grace_s
+        if self._runner is not None:  # the loop drains the queue, then returns
+            done, _ = await asyncio.wait([self._runner], timeout=grace_s)
+            if not done:
+                self._runner.cancel()
+                await asyncio.wait([self._runner])
+        if self._inflight:
+            remaining = max(0.0, give_up_at - loop.time())
+            _, still_running = await asyncio.wait([*self._inflight], timeout=remaining)
+            for task in still_running:
+                task.cancel()
+            if still_running:
+                await asyncio.wait(still_running)
+        while self._queue:
+            entry = self._queue.popleft()
+            if not entry.future.done():
+                entry.future.set_exception(
+                    Overloaded("the server shut down before this request ran")
+                )
+        self._queued_rows = 0
+        self._report_depth()

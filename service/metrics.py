@@ -1,0 +1,161 @@
+"""Prometheus metrics of the gateway (names and labels: docs/architecture.md).
+
+With several uvicorn workers set `PROMETHEUS_MULTIPROC_DIR` before the workers start (the CLI
+does): every process then writes its samples to files there and `render` aggregates them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03,
+    0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0,
+)  # fmt: skip
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+ERROR_REASONS = (
+    "bad_input", "not_found", "too_large", "unsupported_media", "overload", "timeout",
+    "upstream", "unauthorized", "internal",
+)  # fmt: skip
+UNKNOWN_MODEL = (
+    "unknown"  # label for requests naming a model that does not exist (bounded cardinality)
+)
+
+
+def status_class(status: int) -> str:
+    """`2xx`, `4xx` or `5xx`."""
+    return f"{status // 100}xx"
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory when several worker processes share the metrics."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class ModelObserver:
+    """The batcher's measurements for one model, written into the shared metrics."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self._queue_depth = metrics.queue_depth.labels(model=model)
+        self._queue_wait = metrics.stage_duration.labels(model=model, stage="queue_wait")
+        self._triton = metrics.stage_duration.labels(model=model, stage="triton")
+        self._batch_size = metrics.batch_size.labels(model=model)
+
+    def queue_depth(self, rows: int) -> None:
+        self._queue_depth.set(rows)
+
+    def queue_wait(self, seconds: float) -> None:
+        self._queue_wait.observe(seconds)
+
+    def batch(self, rows: int, seconds: float) -> None:
+        self._batch_size.observe(rows)
+        self._triton.observe(seconds)
+
+
+class Metrics:
+    """All gateway metrics, registered in their own registry (one per app)."""
+
+    def __init__(
+        self, models: Iterable[str] = (), registry: CollectorRegistry | None = None
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.request_duration = Histogram(
+            "modelgate_request_duration_seconds",
+            "End-to-end request latency in the gateway.",
+            ["model", "endpoint", "protocol", "status_class"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage_duration = Histogram(
+            "modelgate_stage_duration_seconds",
+            "Latency of one stage: decode, preprocess, queue_wait, triton, postprocess.",
+            ["model", "stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "modelgate_batch_size",
+            "Rows per batch sent to the backend.",
+            ["model"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=r,
+        )
+        self.requests = Counter(
+            "modelgate_requests",
+            "Requests handled.",
+            ["model", "endpoint", "protocol", "status_class"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "modelgate_errors", "Failed requests by reason.", ["model", "reason"], registry=r
+        )
+        self.inflight = Gauge(
+            "modelgate_inflight_requests",
+            "Requests being handled now.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.queue_depth = Gauge(
+            "modelgate_queue_depth",
+            "Rows waiting in the model's batch queue.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.triton_up = Gauge(
+            "modelgate_triton_up",
+            "1 when the Triton endpoint answered the last health check, else 0.",
+            ["endpoint"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        for (
+            model
+        ) in models:  # zero series up front, so rates and alerts work before the first error
+            for reason in ERROR_REASONS:
+                self.errors.labels(model=model, reason=reason)
+            self.queue_depth.labels(model=model).set(0)
+
+    def observer(self, model: str) -> ModelObserver:
+        """The batcher observer for `model`."""
+        return ModelObserver(self, model)
+
+    def observe_stage(self, model: str, stage: str, seconds: float) -> None:
+        """Record one stage duration."""
+        self.stage_duration.labels(model=model, stage=stage).observe(seconds)
+
+    def observe_request(
+        self,
+        model: str,
+        endpoint: str,
+        protocol: str,
+        status: int,
+        seconds: float,
+        reason: str | None,
+    ) -> None:
+        """Record one finished request (and its error reason when it failed)."""
+        cls = status_class(status)
+        self.request_duration.labels(model, endpoint, protocol, cls).observe(seconds)
+        self.requests.labels(model, endpoint, protocol, cls).inc()
+        if reason is not None:
+            self.errors.labels(model=model, reason=reason).inc()
+
+    def render(self) -> tuple[bytes, str]:
+        """Exposition text and content type (summed over workers in multiprocess mode)."""
+        if multiprocess_dir() is not None:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,205 @@
+"""REST routes: a thin translation between HTTP and the data plane."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.dataplane import DataPlane
+from service.errors import (
+    BadInput,
+    InvalidRequest,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from service.rest.schemas import ErrorResponse, PredictRequest, PredictResponse, ReadinessResponse
+from service.settings import Settings
+
+router = APIRouter()
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        400: "invalid input (not decodable, wrong shape, too many inputs)",
+        401: "missing or wrong API key (only when one is configured)",
+        404: "unknown model",
+        413: "body or image too large",
+        415: "unsupported media type",
+        422: "body does not match the schema",
+        503: "overloaded (see Retry-After) or Triton unavailable",
+        504: "request deadline passed",
+    }.items()
+}
+
+_PREDICT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "one or several image files (image models)",
+                        }
+                    },
+                    "required": ["files"],
+                }
+            },
+        },
+    }
+}
+
+
+def _dataplane(request: Request) -> DataPlane:
+    dataplane: DataPlane = request.app.state.dataplane
+    return dataplane
+
+
+def check_api_key(request: Request) -> None:
+    """Raise `Unauthorized` unless the configured bearer token is presented (no key: open)."""
+    settings: Settings = request.app.state.settings
+    if settings.api_key is None:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    expected = settings.api_key.get_secret_value()
+    if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), expected.encode()):
+        raise Unauthorized("missing or invalid API key (send `Authorization: Bearer <key>`)")
+
+
+def _check_declared_size(request: Request) -> None:
+    limit = request.app.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise BadInput("invalid Content-Length header") from None
+        if size > limit:
+            raise PayloadTooLarge(
+                f"request body of {size} bytes exceeds the limit of {limit} bytes"
+            )
+
+
+async def _payloads(
+    request: Request, dataplane: DataPlane, model: str
+) -> tuple[list[Any], int | None]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        body = await request.body()
+        try:
+            parsed = PredictRequest.model_validate_json(body)
+        except ValidationError as exc:
+            details = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
+            )
+            raise InvalidRequest(f"invalid JSON body: {details}") from None
+        return dataplane.payloads_from_json(model, parsed.inputs), parsed.top_k
+    if content_type == "multipart/form-data":
+        if dataplane.model(model).kind != "image":
+            raise UnsupportedMediaType(
+                f"model {model} takes JSON; multipart uploads are for image models"
+            )
+        limit = dataplane.settings.max_items_per_request
+        try:
+            form = await request.form(max_files=limit, max_fields=limit)
+        except StarletteHTTPException as exc:
+            raise BadInput(f"invalid multipart body: {exc.detail}") from None
+        files = [f for f in form.getlist("files") if isinstance(f, UploadFile)]
+        if not files:
+            raise BadInput("multipart requests carry their images in the field `files`")
+        payloads = [await f.read() for f in files]
+        await form.close()
+        return payloads, None
+    raise UnsupportedMediaType(
+        f"content type {content_type or '(none)'} is not supported; "
+        "send application/json or multipart/form-data"
+    )
+
+
+@router.post(
+    "/v1/models/{model}/predict",
+    response_model=PredictResponse,
+    responses=_ERRORS,
+    openapi_extra=_PREDICT_BODY,
+    summary="Predict labels from raw payloads (images, text or sequences)",
+    tags=["inference"],
+)
+async def predict(
+    model: str,
+    request: Request,
+    top_k: int | None = Query(None, ge=1, le=1000, description="labels per input"),
+) -> Response:
+    """Decode, preprocess, batch, infer and return the top-k labels for each input."""
+    dataplane = _dataplane(request)
+    async with dataplane.track(model, "predict", "rest", request.state.request_id) as scope:
+        check_api_key(request)
+        dataplane.model(model)  # 404 before anything is read
+        _check_declared_size(request)
+        payloads, body_top_k = await _payloads(request, dataplane, model)
+        result = await dataplane.predict(model, payloads, top_k or body_top_k, scope=scope)
+    return JSONResponse(
+        {
+            "model": result.model,
+            "version": result.version,
+            "request_id": result.request_id,
+            "predictions": result.predictions,
+        }
+    )
+
+
+@router.get("/v1/models", summary="List the models and their input contracts", tags=["models"])
+async def list_models(request: Request) -> dict[str, Any]:
+    """Every model in the repository with what it takes and returns."""
+    check_api_key(request)
+    return {"models": [spec.contract() for spec in _dataplane(request).models()]}
+
+
+@router.get(
+    "/v1/models/{model}", responses=_ERRORS, summary="One model's input contract", tags=["models"]
+)
+async def get_model(model: str, request: Request) -> dict[str, Any]:
+    """The model's input contract, labels and versions."""
+    check_api_key(request)
+    return _dataplane(request).model(model).contract()
+
+
+@router.get("/healthz", summary="Liveness: the process answers", tags=["health"])
+async def healthz() -> dict[str, str]:
+    """Always 200 while the process runs."""
+    return {"status": "alive"}
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadinessResponse,
+    responses={
+        503: {"model": ReadinessResponse, "description": "backend unreachable or models not loaded"}
+    },
+    summary="Readiness: Triton reachable and every model loaded",
+    tags=["health"],
+)
+async def readyz(request: Request) -> JSONResponse:
+    """200 when the backend can serve every model, 503 with the reason otherwise."""
+    readiness = await _dataplane(request).ready()
+    body = {"ready": readiness.ready, "reason": readiness.reason, "endpoints": readiness.endpoints}
+    return JSONResponse(body, status_code=200 if readiness.ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", tags=["health"], response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition format."""
+    if request.app.state.settings.protect_metrics:
+        check_api_key(request)
+    content, content_type = _dataplane(request).metrics.render()
+    return Response(content, media_type=content_type)

@@ -1,0 +1,109 @@
+"""Gateway settings: one pydantic-settings class, read from `MODELGATE_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the gateway can be told; invalid values fail at startup with the field name."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MODELGATE_",
+        use_attribute_docstrings=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    model_repository: Path = Path("model_repository")
+    """Triton model repository the gateway reads configs, preprocessing files and labels from."""
+
+    backend: Literal["triton", "embedded"] = "triton"
+    """Where inference runs: `triton` (a Triton server) or `embedded` (in-process ONNX Runtime)."""
+
+    triton_url: str = "localhost:8001"
+    """Triton endpoint(s) as host:port; several (comma-separated) share batches round-robin."""
+
+    triton_protocol: Literal["grpc", "http"] = "grpc"
+    """Protocol used to talk to Triton (the URL must be that protocol's port)."""
+
+    triton_timeout_s: float = Field(default=10.0, gt=0)
+    """Upper bound for one call to Triton, in seconds."""
+
+    host: str = "127.0.0.1"
+    """Interface the REST server binds to."""
+
+    port: int = Field(default=8000, ge=0, le=65535)
+    """Port the REST server listens on."""
+
+    workers: int = Field(default=1, ge=1, le=64)
+    """uvicorn worker processes (above 1, metrics use Prometheus multiprocess mode)."""
+
+    max_batch_size: int | None = Field(default=None, ge=1)
+    """Largest gateway batch in rows; default: the model's `max_batch_size` from config.pbtxt."""
+
+    max_batch_delay_ms: float | None = Field(default=None, ge=0)
+    """Longest the oldest queued request waits for a batch to fill; default: the model's
+    `max_queue_delay_microseconds` (0 means: send whatever has queued as soon as a slot is free)."""
+
+    batch_concurrency: int = Field(default=2, ge=1, le=64)
+    """Batches in flight to the backend at once, per model and per Triton endpoint."""
+
+    max_queue_size: int = Field(default=256, ge=1)
+    """Rows that may wait in one model's queue; beyond that requests get 503 with Retry-After."""
+
+    request_timeout_s: float = Field(default=5.0, gt=0)
+    """Deadline of one request from arrival; past it the request gets 504 (and leaves the queue)."""
+
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Largest accepted request body in bytes (413 above, checked before the body is read)."""
+
+    max_items_per_request: int = Field(default=64, ge=1)
+    """Most payloads (images, texts, sequences) in one predict request."""
+
+    max_image_pixels: int = Field(default=16_000_000, ge=1)
+    """Largest decoded image (width x height); larger images are rejected as decompression bombs."""
+
+    default_top_k: int = Field(default=5, ge=1)
+    """Labels returned per input when the request does not say."""
+
+    api_key: SecretStr | None = None
+    """When set, `/v1/...` routes need `Authorization: Bearer <api_key>`; unset means open."""
+
+    protect_metrics: bool = False
+    """Also require the API key on `/metrics` (health endpoints stay open)."""
+
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    """On shutdown, how long in-flight and queued requests may take to finish."""
+
+    embedded_threads: int = Field(default=1, ge=1, le=64)
+    """ONNX Runtime intra-op threads per model for the embedded backend."""
+
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    """Log level of the gateway and uvicorn."""
+
+    @field_validator("triton_url")
+    @classmethod
+    def _check_urls(cls, value: str) -> str:
+        urls = [u.strip() for u in value.split(",") if u.strip()]
+        if not urls:
+            raise ValueError("at least one Triton endpoint is needed (host:port)")
+        for url in urls:
+            if "://" in url or ":" not in url:
+                raise ValueError(f"Triton endpoint {url!r} must be host:port without a scheme")
+        return ",".join(urls)
+
+    @model_validator(mode="after")
+    def _check_repository(self) -> Settings:
+        if not self.model_repository.is_dir():
+            raise ValueError(f"model_repository {str(self.model_repository)!r} is not a directory")
+        return self
+
+    @property
+    def triton_urls(self) -> list[str]:
+        """The Triton endpoints as a list."""
+        return self.triton_url.split(",")

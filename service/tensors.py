@@ -1,0 +1,62 @@
+"""Batch assembly: zero-pad variable dimensions at the end and concatenate along the batch dim.
+
+Every variable-length input in the repository is padded at the end with zeros and masked
+(docs/architecture.md), so rows of different lengths may share one batch. Variable dims are
+rounded up to a length bucket so batches reuse a few shapes instead of one per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from service.repository import ModelSpec
+
+MIN_BUCKET = 8
+
+
+def bucket_length(length: int, cap: int | None) -> int:
+    """Round `length` up to a power of two (at least MIN_BUCKET), never beyond `cap`."""
+    bucket = MIN_BUCKET
+    while bucket < length:
+        bucket *= 2
+    if cap is not None and cap > 0:
+        bucket = min(bucket, max(cap, length))
+    return bucket
+
+
+class Collator:
+    """Concatenates per-request tensors of one model into one batch."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        cap: int | None = None
+        if spec.text is not None:
+            cap = spec.text.max_length
+        elif spec.sequence is not None:
+            cap = spec.sequence.max_length
+        self._cap = cap
+        # batch dim is axis 0, so dim i of the config is axis i + 1
+        self._variable_axes = {
+            t.name: tuple(i + 1 for i, d in enumerate(t.dims) if d < 0) for t in spec.inputs
+        }
+
+    def __call__(self, parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """One dict of batched tensors from several dicts (each with a leading batch dim)."""
+        batch: dict[str, np.ndarray] = {}
+        for name, axes in self._variable_axes.items():
+            arrays = [p[name] for p in parts]
+            if axes:
+                target = list(np.max([a.shape for a in arrays], axis=0))
+                for axis in axes:
+                    target[axis] = bucket_length(int(target[axis]), self._cap)
+                arrays = [_pad_to(a, target) for a in arrays]
+            batch[name] = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
+        return batch
+
+
+def _pad_to(array: np.ndarray, target: Sequence[int]) -> np.ndarray:
+    pad = [(0, 0)] + [(0, int(t) - s) for t, s in zip(target[1:], array.shape[1:], strict=True)]
+    if not any(after for _, after in pad):
+        return array
+    return np.pad(array, pad)

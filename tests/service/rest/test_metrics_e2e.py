@@ -1,0 +1,92 @@
+"""/metrics agrees with the requests sent (a fresh gateway, so counts are exact)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from conftest import GatewayFactory
+from payloads import PHRASES, digit_pngs
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = [pytest.mark.triton, pytest.mark.gateway]
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(
+    all_samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    return all_samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_metrics_match_the_traffic(start_gateway: GatewayFactory) -> None:
+    gateway = start_gateway()
+    assert httpx.get(f"{gateway.url}/readyz").status_code == 200
+    url = f"{gateway.url}/v1/models"
+    phrases = list(PHRASES)
+    for phrase in phrases[:5]:
+        assert (
+            httpx.post(f"{url}/langid_transformer/predict", json={"inputs": phrase}).status_code
+            == 200
+        )
+    files, _ = digit_pngs()
+    upload = [("files", ("d.png", files[0], "image/png"))]
+    assert httpx.post(f"{url}/digits_cnn/predict", files=upload).status_code == 200
+    assert httpx.post(f"{url}/langid_transformer/predict", json={"inputs": ""}).status_code == 400
+    assert httpx.post(f"{url}/langid_transformer/predict", json={"inputs": 3}).status_code == 400
+    assert httpx.post(f"{url}/nope/predict", json={"inputs": "x"}).status_code == 404
+
+    response = httpx.get(f"{gateway.url}/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    s = samples(response.text)
+    rest = {"endpoint": "predict", "protocol": "rest"}
+    assert (
+        value(s, "modelgate_requests_total", model="langid_transformer", status_class="2xx", **rest)
+        == 5
+    )
+    assert (
+        value(s, "modelgate_requests_total", model="langid_transformer", status_class="4xx", **rest)
+        == 2
+    )
+    assert value(s, "modelgate_requests_total", model="digits_cnn", status_class="2xx", **rest) == 1
+    assert value(s, "modelgate_requests_total", model="unknown", status_class="4xx", **rest) == 1
+    assert value(s, "modelgate_errors_total", model="langid_transformer", reason="bad_input") == 2
+    assert value(s, "modelgate_errors_total", model="unknown", reason="not_found") == 1
+    assert value(s, "modelgate_errors_total", model="digits_cnn", reason="overload") == 0
+    assert (
+        value(
+            s,
+            "modelgate_request_duration_seconds_count",
+            model="langid_transformer",
+            status_class="2xx",
+            **rest,
+        )
+        == 5
+    )
+    for stage in ("decode", "preprocess", "queue_wait", "triton", "postprocess"):
+        assert (
+            value(
+                s, "modelgate_stage_duration_seconds_count", model="langid_transformer", stage=stage
+            )
+            == 5
+        )
+    assert (
+        value(s, "modelgate_stage_duration_seconds_count", model="digits_cnn", stage="decode") == 1
+    )
+    assert value(s, "modelgate_batch_size_sum", model="langid_transformer") == 5
+    assert value(s, "modelgate_inflight_requests") == 0
+    assert value(s, "modelgate_queue_depth", model="langid_transformer") == 0
+    assert value(s, "modelgate_triton_up", endpoint=gateway.settings.triton_url) == 1
+    # latency buckets are the documented SLA-dense ones
+    les = {
+        dict(labels)["le"]
+        for (name, labels) in s
+        if name == "modelgate_request_duration_seconds_bucket"
+    }
+    assert {"0.0005", "0.001", "0.0015", "0.002", "1.0", "5.0", "+Inf"} <= les

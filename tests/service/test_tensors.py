@@ -1,0 +1,36 @@
+"""Batch assembly: zero padding at the end to a length bucket, concatenation on the batch dim."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from service.repository import load_model
+from service.tensors import Collator, bucket_length
+
+
+def test_bucket_lengths() -> None:
+    assert [bucket_length(n, 32) for n in (1, 8, 9, 16, 17, 32)] == [8, 8, 16, 16, 32, 32]
+    assert bucket_length(20, 24) == 24  # never beyond the model's max length
+    assert bucket_length(30, 24) == 30  # ...unless the input itself is longer
+    assert bucket_length(100, None) == 128
+
+
+def test_pads_variable_dims_and_keeps_rows_in_order(tiny_repository: Path) -> None:
+    collate = Collator(load_model(tiny_repository / "seq"))
+    a = {"SEQUENCE": np.ones((1, 3, 3), np.float32), "MASK": np.ones((1, 3), np.float32)}
+    b = {"SEQUENCE": np.full((2, 9, 3), 2, np.float32), "MASK": np.ones((2, 9), np.float32)}
+    batch = collate([a, b])
+    assert batch["SEQUENCE"].shape == (3, 10, 3)  # 9 -> bucket 16, capped at max_length 10
+    assert batch["MASK"].tolist()[0] == [1, 1, 1] + [0] * 7
+    assert np.all(batch["SEQUENCE"][0, 3:] == 0) and np.all(batch["SEQUENCE"][1:, :9] == 2)
+    assert batch["SEQUENCE"].dtype == np.float32
+
+
+def test_fixed_shape_inputs_are_only_concatenated(tiny_repository: Path) -> None:
+    collate = Collator(load_model(tiny_repository / "img"))
+    parts = [{"IMAGE": np.full((1, 1, 28, 28), i, np.float32)} for i in range(3)]
+    batch = collate(parts)
+    assert batch["IMAGE"].shape == (3, 1, 28, 28)
+    assert batch["IMAGE"][:, 0, 0, 0].tolist() == [0, 1, 2]
