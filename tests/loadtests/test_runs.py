@@ -68,19 +68,19 @@ def test_an_impossible_budget_fails_and_names_the_line(gateway_url: str, tmp_pat
         """
 load: {users: 2, spawn_rate: 2, warmup_s: 1, duration_s: 6}
 targets:
-  - {model: digits_cnn, budget: {p50_ms: 5000, p99_ms: 0.01}}
+  - {model: digits_cnn, budget: {p99_ms: 0.01, max_error_ratio: 0}}
 """,
     )
     out = tmp_path / "report"
     result = modelgate("loadtest", "--sla", str(sla), "--host", gateway_url, "--out", str(out))
     assert result.returncode == 1, result.stdout + result.stderr
     assert "FAIL rest digits_cnn: p99 <= 0.01 ms (measured" in result.stdout
-    assert "FAIL rest digits_cnn: p50" not in result.stdout
+    assert "FAIL rest digits_cnn: error ratio" not in result.stdout
     assert "RESULT: FAIL" in result.stdout
     verdict = json.loads((out / "verdict.json").read_text())
     assert [(line["metric"], line["passed"]) for line in verdict["lines"]] == [
-        ("p50", True),
         ("p99", False),
+        ("error ratio", True),
     ]
 
 
