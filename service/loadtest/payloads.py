@@ -143,94 +143,36 @@ def rest_bodies(target: Target, count: int = POOL_REQUESTS) -> list[HttpBody]:
 # --- Open Inference Protocol tensors -------------------------------------------------
 
 
-def _read_preprocessing(model_repository: Path, model: str) -> dict[str, Any]:
-    path = model_repository / model / "preprocessing.json"
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except OSError as exc:
-        raise FileNotFoundError(
-            f"OIP targets send model-ready tensors and need {path} "
-            "(set model_repository in the SLA file)"
-        ) from exc
-
-
-_RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
-
-
-def _image_tensor(spec: dict[str, Any], blobs: list[Item]) -> np.ndarray:
-    arrays = []
-    for blob in blobs:
-        assert isinstance(blob, bytes)
-        image = Image.open(io.BytesIO(blob)).convert(spec["color_mode"])
-        image = image.resize((spec["width"], spec["height"]), _RESAMPLE[spec["resample"]])
-        pixels = np.asarray(image, dtype=np.float32).reshape(
-            spec["height"], spec["width"], spec["channels"]
-        )
-        if spec.get("invert"):
-            pixels = 255.0 - pixels
-        pixels = pixels * spec["scale"]
-        pixels = (pixels - np.asarray(spec["mean"], np.float32)) / np.asarray(
-            spec["std"], np.float32
-        )
-        arrays.append(pixels.transpose(2, 0, 1))
-    return np.stack(arrays).astype(np.float32)
-
-
-def _text_tensors(spec: dict[str, Any], folder: Path, texts: list[Item]) -> tuple[Any, Any]:
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(folder / spec["tokenizer_file"]))
-    encoded = []
-    for text in texts:
-        assert isinstance(text, str)
-        ids = tokenizer.encode(text.lower() if spec.get("lowercase") else text).ids
-        encoded.append(ids[: spec["max_length"]] or [spec["pad_id"]])
-    width = max(len(ids) for ids in encoded)
-    input_ids = np.full((len(encoded), width), spec["pad_id"], dtype=np.int64)
-    mask = np.zeros((len(encoded), width), dtype=np.int64)
-    for row, ids in enumerate(encoded):
-        input_ids[row, : len(ids)] = ids
-        mask[row, : len(ids)] = 1
-    return input_ids, mask
-
-
-def _sequence_tensors(spec: dict[str, Any], sequences: list[Item]) -> tuple[Any, Any]:
-    mean = np.asarray(spec["mean"], np.float32)
-    std = np.asarray(spec["std"], np.float32)
-    clipped = [np.asarray(s, np.float32)[: spec["max_length"]] for s in sequences]
-    width = max(len(s) for s in clipped)
-    values = np.zeros((len(clipped), width, spec["channels"]), dtype=np.float32)
-    mask = np.zeros((len(clipped), width), dtype=np.float32)
-    for row, seq in enumerate(clipped):
-        values[row, : len(seq)] = (seq - mean) / std
-        mask[row, : len(seq)] = 1.0
-    return values, mask
-
-
 def tensor_requests(
     target: Target, model_repository: Path, count: int = POOL_REQUESTS
 ) -> list[TensorRequest]:
-    """Model-ready tensors for OIP requests, preprocessed as `preprocessing.json` says."""
-    config = _read_preprocessing(model_repository, target.model)
-    spec = config[target.kind]
-    items = held_out_items(target.kind, target.image_format)
+    """Model-ready tensors for OIP requests, preprocessed by the gateway's own preprocessors.
+
+    Reusing the gateway's code (driven by the model's `preprocessing.json`) means an OIP
+    request carries exactly the tensors a REST request for the same item would produce.
+    """
+    from service.preprocess import for_model
+    from service.repository import RepositoryError, load_model
+    from service.tensors import Collator
+
+    try:
+        spec = load_model(model_repository / target.model)
+    except (RepositoryError, OSError) as exc:
+        raise FileNotFoundError(
+            f"OIP targets send model-ready tensors and need {target.model}'s files in "
+            f"{model_repository} (set model_repository in the SLA file): {exc}"
+        ) from exc
+    preprocessor = for_model(spec, max_image_pixels=64 * 64)
+    collate = Collator(spec)
     requests = []
-    for batch in _batches(items, target.batch, count):
-        tensors: tuple[tuple[str, np.ndarray], ...]
-        if target.kind == "image":
-            tensors = ((spec["input"], _image_tensor(spec, batch)),)
-        elif target.kind == "text":
-            ids, mask = _text_tensors(spec, model_repository / target.model, batch)
-            tensors = ((spec["input_ids"], ids), (spec["attention_mask"], mask))
-        else:
-            values, mask = _sequence_tensors(spec, batch)
-            tensors = ((spec["input"], values), (spec["mask"], mask))
-        requests.append(TensorRequest(tensors, len(batch)))
+    for batch in _batches(held_out_items(target.kind, target.image_format), target.batch, count):
+        rows = []
+        for item in batch:
+            raw = item.tolist() if isinstance(item, np.ndarray) else item
+            tensors = preprocessor.preprocess(preprocessor.decode(raw))
+            rows.append({name: array[None] for name, array in tensors.items()})
+        batched = collate(rows)
+        requests.append(TensorRequest(tuple(batched.items()), len(batch)))
     return requests
 
 

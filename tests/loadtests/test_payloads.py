@@ -7,8 +7,10 @@ import io
 import json
 from email.parser import BytesParser
 from email.policy import HTTP
+from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from service.loadtest import payloads
@@ -87,3 +89,42 @@ def test_multipart_bodies_carry_image_files() -> None:
     assert len(parts) == 2
     assert all(p.get_param("name", header="content-disposition") == "files" for p in parts)
     assert all(p.get_content_type() == "image/png" for p in parts)
+
+
+def test_oip_tensors_come_from_the_gateways_preprocessing(tmp_path: Path) -> None:
+    repository = Path(__file__).resolve().parents[2] / "model_repository"
+    sla = parse_sla(
+        """
+load: {users: 1, spawn_rate: 1, duration_s: 1}
+targets:
+  - {model: digits_cnn, protocol: v2_http, batch: 2, budget: {p99_ms: 1}}
+  - {model: vowels_gru, protocol: v2_grpc, batch: 3, budget: {p99_ms: 1}}
+grpc_url: localhost:8001
+"""
+    )
+    image_target, sequence_target = sla.targets
+    (images,) = payloads.tensor_requests(image_target, repository, count=1)
+    ((name, pixels),) = images.tensors
+    assert (name, pixels.shape, pixels.dtype) == ("IMAGE", (2, 1, 28, 28), np.float32)
+
+    (sequences,) = payloads.tensor_requests(sequence_target, repository, count=1)
+    values, mask = dict(sequences.tensors)["SEQUENCE"], dict(sequences.tensors)["MASK"]
+    assert values.shape[0] == 3 and values.shape[2] == 12
+    assert mask.shape == values.shape[:2]
+    # Zero padding at the end, flagged by the mask (docs/architecture.md).
+    for row in range(3):
+        length = int(mask[row].sum())
+        assert mask[row, :length].all() and not mask[row, length:].any()
+        assert not values[row, length:].any()
+
+    (body,) = payloads.v2_json_bodies(image_target, repository, count=1)
+    (tensor,) = json.loads(body.body)["inputs"]
+    assert (tensor["name"], tensor["datatype"], tensor["shape"]) == (
+        "IMAGE",
+        "FP32",
+        [2, 1, 28, 28],
+    )
+    assert len(tensor["data"]) == 2 * 28 * 28
+
+    with pytest.raises(FileNotFoundError, match="set model_repository"):
+        payloads.tensor_requests(image_target, tmp_path, count=1)
