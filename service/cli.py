@@ -291,6 +291,7 @@ def up(
 # Load testing against SLAs (loadtests/README.md); heavy imports stay inside the commands.
 app.command("loadtest")(loadtest_cli.loadtest)
 app.command("capacity")(loadtest_cli.capacity)
+app.command("verdict")(loadtest_cli.verdict)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def read_history(path: Path) -> tuple[dict[str, Series], list[tuple[float, float
             continue
         for column, key in (("50%", "p50"), ("95%", "p95"), ("99%", "p99")):
             value = _value(row[column])
-            if value is not None:
+            if value:  # Locust writes 0 for a window without requests (e.g. after a reset)
                 per_name[name][key].append((at, value))
         count = float(row["Total Request Count"])
         if name in last and at > last[name][0]:

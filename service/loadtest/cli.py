@@ -56,3 +56,33 @@ def capacity(
         raise typer.Exit(EXIT_UNUSABLE) from exc
     typer.echo(outcome.render_text())
     typer.echo(f"\nReports in {outcome.out_dir}")
+
+
+def verdict(
+    sla: Path = typer.Option(..., "--sla", help="SLA file (YAML) with the budgets"),
+    stats: Path = typer.Option(
+        ..., "--stats", help="a Locust `<prefix>_stats.csv`, e.g. from a master/worker run"
+    ),
+) -> None:
+    """Judge a Locust run made elsewhere (docker-compose master, CI) against the SLA's budgets."""
+    from service.loadtest import report
+    from service.loadtest.sla import SlaError, load_sla
+    from service.loadtest.verdict import breaches, evaluate_all, read_locust_stats
+
+    try:
+        parsed = load_sla(sla)
+        measured = read_locust_stats(stats)
+    except SlaError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_UNUSABLE) from exc
+    except (OSError, KeyError, ValueError) as exc:
+        typer.echo(f"error: {stats} is not a readable Locust stats CSV: {exc}", err=True)
+        raise typer.Exit(EXIT_UNUSABLE) from exc
+    lines = evaluate_all(parsed.targets, measured)
+    typer.echo(report.text_table(report.VERDICT_HEADER, report.verdict_rows(lines)))
+    failed = breaches(lines)
+    for line in failed:
+        typer.echo(line.describe())
+    typer.echo(f"RESULT: {'FAIL' if failed else 'PASS'}")
+    if failed:
+        raise typer.Exit(EXIT_BREACH)

@@ -38,6 +38,7 @@ from service.loadtest.verdict import VerdictLine, breaches, evaluate_all, read_l
 
 LOCUST_GRACE_S = 120.0  # pool building, spawning and shutdown on top of the planned run time
 LOG_TAIL_LINES = 30
+MACHINE_BUSY_PERCENT = 90.0  # whole-machine CPU worth a warning (not a verdict on the run)
 
 
 class LoadtestError(RuntimeError):
@@ -319,6 +320,11 @@ def run_loadtest(
             "the load generator's CPU saturated during the measured window: latencies are "
             "inflated by the generator itself; use fewer users, --processes, or run Locust "
             "on another machine"
+        )
+    if cpu.system_mean >= MACHINE_BUSY_PERCENT:
+        warnings.append(
+            f"the whole machine's CPU averaged {cpu.system_mean:.0f} %: if the gateway runs here "
+            "too, it competed with the load generator (and anything else running) for CPU"
         )
     outcome = LoadtestOutcome(sla, base_url, out, lines, stages, totals, cpu, warnings)
     chart.loadtest_chart(

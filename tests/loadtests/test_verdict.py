@@ -73,3 +73,25 @@ def test_throughput_counts_successes_only_and_can_be_left_out() -> None:
     assert next(line for line in lines if line.metric == "error ratio").passed is False
     without = evaluate(SLA.targets[0], half_failed, include_throughput=False)
     assert "throughput" not in {line.metric for line in without}
+
+
+def test_verdict_command_judges_a_csv_from_elsewhere(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    stats = tmp_path / "master_stats.csv"
+    stats.write_text(STATS_CSV)
+    sla = tmp_path / "sla.yaml"
+    sla.write_text(
+        "load: {users: 2, spawn_rate: 2, duration_s: 10}\n"
+        "targets: [{model: digits_cnn, budget: {p99_ms: 20, max_error_ratio: 0.001}}]\n"
+    )
+    result = CliRunner().invoke(app, ["verdict", "--sla", str(sla), "--stats", str(stats)])
+    assert result.exit_code == 1
+    assert "FAIL rest digits_cnn: error ratio <= 0.001 (measured 0.01)" in result.output
+    missing = CliRunner().invoke(
+        app, ["verdict", "--sla", str(sla), "--stats", str(tmp_path / "nope.csv")]
+    )
+    assert missing.exit_code == 2
+    assert "not a readable Locust stats CSV" in missing.output
