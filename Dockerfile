@@ -25,9 +25,8 @@ FROM build-base AS gateway-build
 RUN pip install -c constraints.txt .
 
 FROM build-base AS loadtest-build
-# The payload pools are the models' held-out data splits (training/data.py): their dataset packages
-# come along, torch does not.
-RUN pip install -c constraints.txt '.[loadtest]' scikit-learn aeon wordfreq
+# The `loadtest` extra brings the dataset packages of the held-out payloads (`data`), not torch.
+RUN pip install -c constraints.txt '.[loadtest]'
 
 # ---------------------------------------------------------------- runtime base
 FROM ${PYTHON_IMAGE} AS runtime-base
