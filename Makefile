@@ -26,6 +26,7 @@ lint: setup
 	$(BIN)/mypy
 
 test: lint
+	bash scripts/ensure-prometheus.sh
 	$(BIN)/pytest
 
 build: setup

@@ -24,6 +24,8 @@ LABELS_FILE = "labels.txt"
 PREPROCESSING_FILE = "preprocessing.json"
 EVALUATION_FILE = "evaluation.json"
 CARD_FILE = "MODEL_CARD.md"
+# Triton's custom model configurations: `--model-config-name=gpu` loads configs/gpu.pbtxt.
+GPU_CONFIG_FILE = "configs/gpu.pbtxt"
 WARMUP_DIR = "warmup"
 # Concrete length used for variable axes in warm-up requests.
 WARMUP_LENGTH = 16
@@ -83,6 +85,15 @@ def _is_mask(spec: TensorSpec) -> bool:
     return "MASK" in spec.name
 
 
+def gpu_variant(config: mc.ModelConfig) -> mc.ModelConfig:
+    """The same model on one GPU instance (the GPU deployment loads it by config name)."""
+    gpu = mc.ModelConfig()
+    gpu.CopyFrom(config)
+    del gpu.instance_group[:]
+    gpu.instance_group.add(kind=mc.ModelInstanceGroup.KIND_GPU, count=1)
+    return gpu
+
+
 def render_config(config: mc.ModelConfig) -> str:
     header = (
         "# Triton model configuration, written by `modelgate build`.\n"
@@ -125,6 +136,8 @@ def write_model(
     (model_dir / str(version) / MODEL_FILE).write_bytes(onnx_model)
     config = model_config(model_dir.name, inputs, outputs)
     (model_dir / CONFIG_FILE).write_text(render_config(config), encoding="utf-8")
+    (model_dir / GPU_CONFIG_FILE).parent.mkdir(exist_ok=True)
+    (model_dir / GPU_CONFIG_FILE).write_text(render_config(gpu_variant(config)), encoding="utf-8")
     (model_dir / LABELS_FILE).write_text(
         "".join(f"{label}\n" for label in labels), encoding="utf-8"
     )

@@ -326,11 +326,6 @@ def test_locust_defaults_follow_the_sla_load(compose: dict[str, Any], repo_root:
     assert default("--run-time") == f"{load['warmup_s'] + load['duration_s']}s"
 
 
-@pytest.mark.xfail(
-    reason="the repository writer emits no <model>/configs/gpu.pbtxt yet and config.pbtxt pins "
-    "KIND_CPU, so the GPU variant still runs the models on the CPU",
-    strict=False,
-)
 def test_gpu_variant_gives_every_model_a_gpu_config(compose_gpu: dict[str, Any]) -> None:
     """Under --model-config-name=gpu each model must load a configuration that uses the GPU."""
     flags = command_flags(compose_gpu["services"]["triton"])

@@ -34,8 +34,9 @@ def test_rebuild_reaches_the_committed_accuracy(rebuilt: Path, name: str) -> Non
     # Same data, seeds and code: the same model up to thread-order noise.
     assert fresh["held_out"]["accuracy"] >= committed["held_out"]["accuracy"] - 0.03
     assert all(c["max_abs_diff"] < 1e-4 for c in fresh["parity"]["cases"])
-    committed_config = (COMMITTED / name / repository.CONFIG_FILE).read_text()
-    assert (rebuilt / name / repository.CONFIG_FILE).read_text() == committed_config
+    for config_file in (repository.CONFIG_FILE, repository.GPU_CONFIG_FILE):
+        committed_config = (COMMITTED / name / config_file).read_text()
+        assert (rebuilt / name / config_file).read_text() == committed_config
 
 
 def test_new_version_is_added_beside_the_old_one(rebuilt: Path) -> None:

@@ -69,6 +69,15 @@ def test_config_parses_with_tritons_schema(name: str) -> None:
     assert config.output[0].label_filename == repository.LABELS_FILE
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_gpu_config_differs_only_in_the_instance_kind(name: str) -> None:
+    config = repository.parse_config(REPO / name / repository.CONFIG_FILE)
+    gpu = repository.parse_config(REPO / name / repository.GPU_CONFIG_FILE)
+    assert [g.kind for g in gpu.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
+    del gpu.instance_group[:], config.instance_group[:]
+    assert gpu == config
+
+
 def _dims(value_info: onnx.ValueInfoProto) -> list[int]:
     """ONNX dims with symbolic (dynamic) axes as -1."""
     return [
