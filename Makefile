@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 up: setup
-	$(BIN)/modelgate up
+	test -f model_repository/digits_cnn/config.pbtxt || $(BIN)/modelgate build
+	$(BIN)/modelgate show
 
 lint: setup
 	$(BIN)/ruff check .

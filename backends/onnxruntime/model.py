@@ -71,9 +71,7 @@ def _specs(entries: list[dict[str, Any]]) -> list[TensorSpec]:
         if reshape is not None:
             # A config reshape is applied by Triton only for native backends; refuse
             # rather than silently feed ONNX Runtime the wrong shape.
-            raise pb_utils.TritonModelException(
-                f"tensor {entry['name']}: 'reshape' is not supported by this backend"
-            )
+            raise ValueError(f"tensor {entry['name']}: 'reshape' is not supported by this backend")
         dtype = np.dtype(pb_utils.triton_string_to_numpy(entry["data_type"]))
         specs.append(TensorSpec(entry["name"], dtype, dims))
     return specs
@@ -89,9 +87,9 @@ def _thread_count(config: dict[str, Any], key: str, env: str, default: int) -> i
     try:
         count = int(raw)
     except ValueError:
-        raise pb_utils.TritonModelException(f"{key}={raw!r} is not an integer") from None
+        raise ValueError(f"{key}={raw!r} is not an integer") from None
     if count < 0:
-        raise pb_utils.TritonModelException(f"{key}={count} must be >= 0 (0: ORT decides)")
+        raise ValueError(f"{key}={count} must be >= 0 (0: ORT decides)")
     return count
 
 
@@ -129,9 +127,7 @@ class TritonPythonModel:
         self.inputs = _specs(config.get("input", []))
         self.outputs = _specs(config.get("output", []))
         if not self.inputs or not self.outputs:
-            raise pb_utils.TritonModelException(
-                f"{self.model_name}: config.pbtxt must declare its inputs and outputs"
-            )
+            raise ValueError(f"{self.model_name}: config.pbtxt must declare its inputs and outputs")
         # Padding is exact only when no output has a variable dim (it would carry the pad).
         self.pad_variable_inputs = not any(o.variable for o in self.outputs) and all(
             i.dtype.kind in "biuf" for i in self.inputs
@@ -140,7 +136,7 @@ class TritonPythonModel:
         filename = config.get("default_model_filename") or DEFAULT_MODEL_FILENAME
         model_path = Path(args["model_repository"]) / args["model_version"] / filename
         if not model_path.is_file():
-            raise pb_utils.TritonModelException(f"{self.model_name}: {model_path} not found")
+            raise ValueError(f"{self.model_name}: {model_path} not found")
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = _thread_count(
@@ -162,7 +158,7 @@ class TritonPythonModel:
             o.name for o in self.outputs if o.name not in graph_outputs
         ]
         if missing:
-            raise pb_utils.TritonModelException(
+            raise ValueError(
                 f"{self.model_name}: config tensors {missing} are not in {model_path.name} "
                 f"(inputs {sorted(graph_inputs)}, outputs {sorted(graph_outputs)})"
             )

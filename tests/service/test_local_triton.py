@@ -1,0 +1,450 @@
+"""The local Triton server: a real tritonserver serving the committed repository.
+
+Everything here talks to the real server started by the `triton_server` fixture
+(or, for the launcher's error paths, to a real server started on purpose).
+Reference outputs come from onnxruntime on the same ONNX files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcaio
+import tritonclient.http as httpclient
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+
+from service.local_triton import PROJECT_ROOT, LocalTriton, LocalTritonError, free_port
+
+pytestmark = pytest.mark.triton
+
+VARIABLE_LENGTHS = (3, 9, 17)  # lengths used for `-1` dims; several, so batches need padding
+INT_VALUE_RANGE = 10  # token ids below any vocabulary size
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    name: str
+    config: model_config_pb2.ModelConfig
+    onnx_path: Path
+
+
+def load_models(repository: Path) -> list[ModelFiles]:
+    models = []
+    for config_path in sorted(repository.glob("*/config.pbtxt")):
+        config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+        versions = sorted(
+            (int(p.name) for p in config_path.parent.iterdir() if p.name.isdigit()), reverse=True
+        )
+        filename = config.default_model_filename or "model.onnx"
+        onnx_path = config_path.parent / str(versions[0]) / filename
+        models.append(ModelFiles(config_path.parent.name, config, onnx_path))
+    return models
+
+
+def triton_dtype(data_type: int) -> str:
+    """TYPE_FP32 -> FP32 (the metadata / client spelling)."""
+    return model_config_pb2.DataType.Name(data_type).removeprefix("TYPE_")
+
+
+def make_inputs(model: ModelFiles, batch: int, length: int, seed: int) -> dict[str, np.ndarray]:
+    """Valid inputs for any model: variable dims get `length`; masks mark the end as padding."""
+    rng = np.random.default_rng(seed)
+    real = max(1, length - 2)  # the last positions are padding, as the gateway sends them
+    arrays = {}
+    for spec in model.config.input:
+        shape = [batch, *(length if d < 0 else d for d in spec.dims)]
+        dtype = triton_to_np_dtype(triton_dtype(spec.data_type))
+        if "MASK" in spec.name.upper():
+            array = np.zeros(shape, dtype=dtype)
+            array[:, :real] = 1
+        elif np.issubdtype(dtype, np.integer):
+            array = rng.integers(1, INT_VALUE_RANGE, size=shape).astype(dtype)
+        else:
+            array = rng.standard_normal(shape).astype(dtype)
+        arrays[spec.name] = array
+    return arrays
+
+
+def onnxruntime_outputs(model: ModelFiles, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(str(model.onnx_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in model.config.output]
+    return dict(zip(names, session.run(names, inputs), strict=True))
+
+
+def http_infer(url: str, model: str, arrays: dict[str, np.ndarray]) -> httpclient.InferResult:
+    inputs = []
+    for name, array in arrays.items():
+        tensor = httpclient.InferInput(name, list(array.shape), _client_dtype(array))
+        tensor.set_data_from_numpy(array, binary_data=True)
+        inputs.append(tensor)
+    with httpclient.InferenceServerClient(url) as client:
+        return client.infer(model, inputs)
+
+
+def grpc_inputs(arrays: dict[str, np.ndarray]) -> list[grpcclient.InferInput]:
+    inputs = []
+    for name, array in arrays.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), _client_dtype(array))
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
+
+
+def _client_dtype(array: np.ndarray) -> str:
+    return {
+        np.dtype(np.float32): "FP32",
+        np.dtype(np.float64): "FP64",
+        np.dtype(np.int64): "INT64",
+        np.dtype(np.int32): "INT32",
+    }[array.dtype]
+
+
+def scrape_counter(metrics_url: str, metric: str, model: str) -> float:
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(metric + "{") and f'model="{model}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.fixture(scope="module")
+def models(model_repository: Path) -> list[ModelFiles]:
+    found = load_models(model_repository)
+    assert found, f"no models in {model_repository}"
+    return found
+
+
+# -- readiness and metadata ----------------------------------------------------------------
+def test_every_model_is_ready(triton_server: LocalTriton, models: list[ModelFiles]) -> None:
+    with httpclient.InferenceServerClient(triton_server.http_url) as client:
+        assert client.is_server_ready()
+        index = {entry["name"]: entry for entry in client.get_model_repository_index()}
+        for model in models:
+            assert client.is_model_ready(model.name), model.name
+            assert index[model.name]["state"] == "READY"
+    assert set(index) == {m.name for m in models}
+
+
+def _expected_tensors(model: ModelFiles, tensors: object) -> list[tuple[str, str, list[int]]]:
+    batch = [-1] if model.config.max_batch_size > 0 else []
+    return [
+        (t.name, triton_dtype(t.data_type), [*batch, *t.dims])
+        for t in tensors  # type: ignore[attr-defined]
+    ]
+
+
+def test_http_metadata_matches_config(triton_server: LocalTriton, models: list[ModelFiles]) -> None:
+    with httpclient.InferenceServerClient(triton_server.http_url) as client:
+        for model in models:
+            meta = client.get_model_metadata(model.name)
+            got_in = [(t["name"], t["datatype"], t["shape"]) for t in meta["inputs"]]
+            got_out = [(t["name"], t["datatype"], t["shape"]) for t in meta["outputs"]]
+            assert got_in == _expected_tensors(model, model.config.input)
+            assert got_out == _expected_tensors(model, model.config.output)
+            served = client.get_model_config(model.name)
+            assert served["max_batch_size"] == model.config.max_batch_size
+            assert served["backend"] == "onnxruntime"
+
+
+def test_grpc_metadata_matches_config(triton_server: LocalTriton, models: list[ModelFiles]) -> None:
+    client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    try:
+        for model in models:
+            meta = client.get_model_metadata(model.name)
+            got_in = [(t.name, t.datatype, list(t.shape)) for t in meta.inputs]
+            got_out = [(t.name, t.datatype, list(t.shape)) for t in meta.outputs]
+            assert got_in == _expected_tensors(model, model.config.input)
+            assert got_out == _expected_tensors(model, model.config.output)
+            served = client.get_model_config(model.name).config
+            assert served.max_batch_size == model.config.max_batch_size
+            assert served.dynamic_batching is not None
+    finally:
+        client.close()
+
+
+# -- outputs equal onnxruntime -------------------------------------------------------------
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_outputs_equal_onnxruntime(
+    triton_server: LocalTriton, models: list[ModelFiles], protocol: str
+) -> None:
+    for model in models:
+        inputs = make_inputs(model, batch=2, length=VARIABLE_LENGTHS[1], seed=1)
+        expected = onnxruntime_outputs(model, inputs)
+        if protocol == "http":
+            result = http_infer(triton_server.http_url, model.name, inputs)
+            got = {name: result.as_numpy(name) for name in expected}
+        else:
+            client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+            try:
+                grpc_result = client.infer(model.name, grpc_inputs(inputs))
+            finally:
+                client.close()
+            got = {name: grpc_result.as_numpy(name) for name in expected}
+        for name, value in expected.items():
+            assert got[name].dtype == value.dtype
+            np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-5, err_msg=model.name)
+
+
+# -- dynamic batching ----------------------------------------------------------------------
+def _fire_concurrently(
+    url: str, model: str, requests: list[dict[str, np.ndarray]]
+) -> list[grpcclient.InferResult | InferenceServerException]:
+    """Send every request at once (asyncio gRPC) so they queue together at Triton."""
+
+    async def fire() -> list[grpcclient.InferResult | InferenceServerException]:
+        client = grpcaio.InferenceServerClient(url)
+        try:
+            prepared = [grpc_inputs(arrays) for arrays in requests]
+            answers = await asyncio.gather(
+                *(client.infer(model, inputs) for inputs in prepared), return_exceptions=True
+            )
+        finally:
+            await client.close()
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(
+                answer, InferenceServerException
+            ):
+                raise answer
+        return list(answers)  # type: ignore[arg-type]
+
+    return asyncio.run(fire())
+
+
+def test_dynamic_batching_batches_concurrent_requests(
+    triton_server: LocalTriton, models: list[ModelFiles]
+) -> None:
+    for round_index, model in enumerate(models):
+        # Triton batches only requests whose variable dims match (no ragged batching in
+        # the repository), so one length per round; rounds differ in length.
+        length = VARIABLE_LENGTHS[round_index % len(VARIABLE_LENGTHS)]
+        requests = [make_inputs(model, 1, length, seed=100 + i) for i in range(48)]
+        expected = [onnxruntime_outputs(model, r) for r in requests]
+        count_before = scrape_counter(triton_server.metrics_url, "nv_inference_count", model.name)
+        exec_before = scrape_counter(
+            triton_server.metrics_url, "nv_inference_exec_count", model.name
+        )
+
+        results = _fire_concurrently(triton_server.grpc_url, model.name, requests)
+
+        inferences = (
+            scrape_counter(triton_server.metrics_url, "nv_inference_count", model.name)
+            - count_before
+        )
+        executions = (
+            scrape_counter(triton_server.metrics_url, "nv_inference_exec_count", model.name)
+            - exec_before
+        )
+        assert inferences == len(requests)
+        # Batched for real: far fewer model executions than inferences.
+        assert executions <= inferences / 2, (model.name, executions, inferences)
+        # ... and still each request's own answer.
+        for result, reference in zip(results, expected, strict=True):
+            assert not isinstance(result, InferenceServerException), result
+            for name, value in reference.items():
+                np.testing.assert_allclose(
+                    result.as_numpy(name), value, rtol=1e-4, atol=1e-4, err_msg=model.name
+                )
+
+
+# -- bad requests --------------------------------------------------------------------------
+def _first_fixed_input(models: list[ModelFiles]) -> tuple[ModelFiles, str]:
+    for model in models:
+        for spec in model.config.input:
+            if spec.dims and all(d > 0 for d in spec.dims):
+                return model, spec.name
+    model = models[0]
+    return model, model.config.input[0].name
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_bad_requests_fail_and_server_keeps_serving(
+    triton_server: LocalTriton, models: list[ModelFiles], protocol: str
+) -> None:
+    model, name = _first_fixed_input(models)
+    good = make_inputs(model, 1, VARIABLE_LENGTHS[0], seed=7)
+    wrong_shape = dict(good)
+    wrong_shape[name] = np.zeros((1, *(d + 1 for d in good[name].shape[1:])), good[name].dtype)
+    wrong_dtype = {k: v.astype(np.float64) for k, v in good.items()}
+    missing_input = dict(list(good.items())[1:]) if len(good) > 1 else {}
+    cases = {
+        "wrong shape": (model.name, wrong_shape),
+        "wrong dtype": (model.name, wrong_dtype),
+        "unknown model": ("no_such_model", good),
+        "missing input": (model.name, missing_input),
+    }
+    for case, (target, arrays) in cases.items():
+        with pytest.raises(InferenceServerException) as info:
+            if protocol == "http":
+                http_infer(triton_server.http_url, target, arrays)
+            else:
+                client = grpcclient.InferenceServerClient(triton_server.grpc_url)
+                try:
+                    client.infer(target, grpc_inputs(arrays))
+                finally:
+                    client.close()
+        assert info.value.message(), case
+
+    # The server is still up and answers correctly.
+    result = http_infer(triton_server.http_url, model.name, good)
+    for out, value in onnxruntime_outputs(model, good).items():
+        np.testing.assert_allclose(result.as_numpy(out), value, rtol=1e-5, atol=1e-5)
+
+
+def test_a_failing_request_fails_alone(
+    triton_server: LocalTriton, models: list[ModelFiles]
+) -> None:
+    """Out-of-vocabulary token ids make ONNX Runtime fail for that request only."""
+    token_models = [
+        (m, spec.name)
+        for m in models
+        for spec in m.config.input
+        if "MASK" not in spec.name.upper()
+        and np.issubdtype(triton_to_np_dtype(triton_dtype(spec.data_type)), np.integer)
+    ]
+    if not token_models:
+        pytest.skip("no model with integer token inputs in this repository")
+    model, ids_name = token_models[0]
+    requests = [make_inputs(model, 1, VARIABLE_LENGTHS[1], seed=300 + i) for i in range(16)]
+    bad_index = 5
+    requests[bad_index][ids_name][0, 0] = 10**9  # far outside any embedding table
+    expected = {i: onnxruntime_outputs(model, r) for i, r in enumerate(requests) if i != bad_index}
+
+    results = _fire_concurrently(triton_server.grpc_url, model.name, requests)
+
+    assert isinstance(results[bad_index], InferenceServerException)
+    for index, reference in expected.items():
+        result = results[index]
+        assert not isinstance(result, InferenceServerException), (index, result)
+        for name, value in reference.items():
+            np.testing.assert_allclose(result.as_numpy(name), value, rtol=1e-4, atol=1e-4)
+
+
+# -- launcher error paths and lifecycle -----------------------------------------------------
+def test_port_in_use_is_a_clear_error(model_repository: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        server = LocalTriton(model_repository, grpc_port=port)
+        with pytest.raises(LocalTritonError, match=rf"gRPC port {port} .* already in use"):
+            server.start()
+        assert not server.is_running()
+
+
+def test_missing_repository_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(LocalTritonError, match="does not exist"):
+        LocalTriton(tmp_path / "nowhere").start()
+    with pytest.raises(LocalTritonError, match=r"has no <model>/config\.pbtxt"):
+        LocalTriton(tmp_path).start()
+
+
+def test_broken_repository_fails_fast_with_the_cause(
+    tmp_path: Path, models: list[ModelFiles]
+) -> None:
+    model = models[0]
+    broken = tmp_path / "repository"
+    shutil.copytree(model.onnx_path.parents[1], broken / model.name)
+    (broken / model.name / str(model.onnx_path.parent.name) / model.onnx_path.name).write_bytes(
+        b"not an onnx file"
+    )
+    server = LocalTriton(broken, ready_timeout_s=120)
+    with pytest.raises(LocalTritonError) as info:
+        server.start()
+    message = str(info.value)
+    assert "\n" not in message
+    assert "repository is broken" in message
+    assert model.name in message
+    assert not server.is_running()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_stop_leaves_no_process_behind(model_repository: Path, models: list[ModelFiles]) -> None:
+    name = models[0].name
+    with LocalTriton(model_repository, model_control_mode="explicit", load_models=[name]) as server:
+        pgid = server.pid
+        assert pgid is not None
+        with httpclient.InferenceServerClient(server.http_url) as client:
+            assert client.is_model_ready(name)
+            # Explicit mode loaded only the requested model.
+            others = [m.name for m in models if m.name != name]
+            assert not any(client.is_model_ready(other) for other in others)
+    assert not _group_alive(pgid)
+
+
+def test_cli_serves_until_interrupted(model_repository: Path, models: list[ModelFiles]) -> None:
+    ports = [free_port() for _ in range(3)]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    command = [
+        sys.executable,
+        "-c",
+        "from service.cli import app; app()",
+        "triton",
+        "--repository",
+        str(model_repository),
+        "--http-port",
+        str(ports[0]),
+        "--grpc-port",
+        str(ports[1]),
+        "--metrics-port",
+        str(ports[2]),
+        "--model-control-mode",
+        "explicit",
+        "--load-model",
+        models[0].name,
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        output = "".join(lines)
+        assert f"http://127.0.0.1:{ports[0]}" in output, output
+        assert f"127.0.0.1:{ports[1]}" in output
+        with httpclient.InferenceServerClient(f"127.0.0.1:{ports[0]}") as client:
+            assert client.is_model_ready(models[0].name)
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, rest
+    assert "Triton stopped" in rest
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # The server is gone: its HTTP port is free again.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", ports[0]))

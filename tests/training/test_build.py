@@ -1,0 +1,57 @@
+"""`modelgate build` rebuilds the whole repository from scratch, and adds new versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from service.cli import app
+from training import repository
+from training.recipes import RECIPES
+
+COMMITTED = Path(__file__).resolve().parents[2] / "model_repository"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def rebuilt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repo = tmp_path_factory.mktemp("repo")
+    result = CliRunner().invoke(app, ["build", "--repository", str(repo)])
+    assert result.exit_code == 0, result.output
+    return repo
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_rebuild_reaches_the_committed_accuracy(rebuilt: Path, name: str) -> None:
+    fresh = json.loads((rebuilt / name / repository.EVALUATION_FILE).read_text())
+    committed = json.loads((COMMITTED / name / repository.EVALUATION_FILE).read_text())
+    assert fresh["version"] == 1
+    # Same data, seeds and code: the same model up to thread-order noise.
+    assert fresh["held_out"]["accuracy"] >= committed["held_out"]["accuracy"] - 0.03
+    assert all(c["max_abs_diff"] < 1e-4 for c in fresh["parity"]["cases"])
+    committed_config = (COMMITTED / name / repository.CONFIG_FILE).read_text()
+    assert (rebuilt / name / repository.CONFIG_FILE).read_text() == committed_config
+
+
+def test_new_version_is_added_beside_the_old_one(rebuilt: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["build", "--repository", str(rebuilt), "--model", "digits_cnn", "--new-version"]
+    )
+    assert result.exit_code == 0, result.output
+    model_dir = rebuilt / "digits_cnn"
+    assert (model_dir / "1" / repository.MODEL_FILE).is_file()
+    assert (model_dir / "2" / repository.MODEL_FILE).is_file()
+    record = json.loads((model_dir / repository.EVALUATION_FILE).read_text())
+    assert record["version"] == 2
+    config = repository.parse_config(model_dir / repository.CONFIG_FILE)
+    assert config.version_policy.latest.num_versions == 1  # Triton serves version 2
+
+
+def test_unknown_model_is_refused() -> None:
+    result = CliRunner().invoke(app, ["build", "--model", "nope"])
+    assert result.exit_code != 0
+    assert "unknown model" in result.output

@@ -1,0 +1,124 @@
+"""The committed model repository is complete and consistent with the code that wrote it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from tritonclient.grpc import model_config_pb2 as mc
+
+from training import repository
+from training.evaluate import evaluate_model_dir, read_labels, read_preprocessing
+from training.recipes import MAX_BATCH_SIZE, RECIPES
+
+REPO = Path(__file__).resolve().parents[2] / "model_repository"
+MODELS = sorted(RECIPES)
+ONNX_TYPES = {mc.TYPE_FP32: onnx.TensorProto.FLOAT, mc.TYPE_INT64: onnx.TensorProto.INT64}
+
+
+def test_repository_holds_exactly_the_recipes() -> None:
+    served = sorted(p.name for p in REPO.iterdir() if (p / repository.CONFIG_FILE).is_file())
+    assert served == MODELS
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_directory_is_complete(name: str) -> None:
+    model_dir = REPO / name
+    for file in (
+        repository.CONFIG_FILE,
+        repository.LABELS_FILE,
+        repository.PREPROCESSING_FILE,
+        repository.EVALUATION_FILE,
+        repository.CARD_FILE,
+        f"1/{repository.MODEL_FILE}",
+    ):
+        assert (model_dir / file).is_file(), f"{name}: missing {file}"
+    pre = read_preprocessing(model_dir)
+    assert pre["schema_version"] == 1
+    assert pre["kind"] == RECIPES[name].kind
+    if pre["kind"] == "text":
+        assert (model_dir / pre["text"]["tokenizer_file"]).is_file()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_config_parses_with_tritons_schema(name: str) -> None:
+    config = repository.parse_config(REPO / name / repository.CONFIG_FILE)
+    assert config.name == name
+    assert config.backend == "onnxruntime"
+    assert config.max_batch_size == MAX_BATCH_SIZE
+    assert config.default_model_filename == repository.MODEL_FILE
+    assert config.HasField("dynamic_batching")
+    policy = config.dynamic_batching.default_queue_policy
+    assert policy.max_queue_size > 0, "the queue must be bounded"
+    assert policy.timeout_action == mc.ModelQueuePolicy.REJECT
+    assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
+    assert config.version_policy.HasField("latest")
+    assert len(config.model_warmup) >= 1
+    warm_inputs = config.model_warmup[0].inputs
+    assert set(warm_inputs) == {i.name for i in config.input}
+    for key, value in warm_inputs.items():
+        if value.input_data_file:
+            data = (REPO / name / repository.WARMUP_DIR / value.input_data_file).read_bytes()
+            itemsize = 4 if value.data_type == mc.TYPE_FP32 else 8
+            assert len(data) == itemsize * int(np.prod(value.dims)), key
+    labels = read_labels(REPO / name, read_preprocessing(REPO / name))
+    assert len(labels) == config.output[0].dims[0]
+    assert config.output[0].label_filename == repository.LABELS_FILE
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> list[int]:
+    """ONNX dims with symbolic (dynamic) axes as -1."""
+    return [
+        d.dim_value if d.HasField("dim_value") else -1
+        for d in value_info.type.tensor_type.shape.dim
+    ]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_onnx_signature_matches_config(name: str) -> None:
+    config = repository.parse_config(REPO / name / repository.CONFIG_FILE)
+    graph = onnx.load(str(REPO / name / "1" / repository.MODEL_FILE)).graph
+    for declared, actual in (
+        (config.input, graph.input),
+        (config.output, graph.output),
+    ):
+        assert [t.name for t in declared] == [t.name for t in actual]
+        for tensor, info in zip(declared, actual, strict=True):
+            assert ONNX_TYPES[tensor.data_type] == info.type.tensor_type.elem_type, tensor.name
+            # The batch axis is dynamic, then the config's dims exactly (-1 where variable).
+            assert _dims(info) == [-1, *tensor.dims], tensor.name
+    # The preprocessing file names real tensors.
+    pre = read_preprocessing(REPO / name)
+    names = {t.name for t in config.input}
+    referenced = {
+        v
+        for k, v in pre[pre["kind"]].items()
+        if k in {"input", "mask", "input_ids", "attention_mask"}
+    }
+    assert referenced == names
+    assert pre["output"] == config.output[0].name
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_held_out_accuracy_in_card_is_reproduced(name: str) -> None:
+    model_dir = REPO / name
+    record = json.loads((model_dir / repository.EVALUATION_FILE).read_text())
+    evaluation = evaluate_model_dir(model_dir, record["version"])
+    assert evaluation.size == record["held_out"]["size"]
+    assert evaluation.accuracy == pytest.approx(record["held_out"]["accuracy"], abs=1e-6)
+    assert evaluation.per_class == record["held_out"]["per_class"]
+    card = (model_dir / repository.CARD_FILE).read_text()
+    assert f"Accuracy **{evaluation.accuracy:.4f}**" in card
+    for section in (
+        "## Data",
+        "## Held-out evaluation",
+        "## Input contract",
+        "## Intended use",
+        "## Known limitations",
+    ):
+        assert section in card
+    # Better than chance by a wide margin: the models are really trained.
+    assert evaluation.accuracy > 3.0 / len(evaluation.per_class)

@@ -1,0 +1,103 @@
+"""Held-out evaluation of an exported model, straight from the repository's files.
+
+It rebuilds the held-out split from the installed packages, preprocesses it
+with the parameters in the model's preprocessing.json (and tokenizer.json),
+and runs the ONNX file with ONNX Runtime. No torch: this is what the
+repository's consistency test runs on the committed artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from training import data, features
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    accuracy: float
+    size: int
+    per_class: dict[str, dict[str, float]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"accuracy": self.accuracy, "size": self.size, "per_class": self.per_class}
+
+
+def read_preprocessing(model_dir: Path) -> dict[str, Any]:
+    return json.loads((model_dir / "preprocessing.json").read_text(encoding="utf-8"))
+
+
+def read_labels(model_dir: Path, preprocessing: dict[str, Any]) -> list[str]:
+    text = (model_dir / preprocessing["labels_file"]).read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line]
+
+
+def held_out_inputs(model_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The held-out split as named model inputs, preprocessed per the model's own files."""
+    pre = read_preprocessing(model_dir)
+    kind = pre["kind"]
+    spec = pre[kind]
+    if kind == "image":
+        _, test = data.load_digits_split()
+        return {spec["input"]: features.image_tensor(test.images, spec)}, test.labels
+    if kind == "sequence":
+        _, seq_test = data.load_vowels_split()
+        values, mask = features.sequence_tensors(seq_test.sequences, spec)
+        return {spec["input"]: values, spec["mask"]: mask}, seq_test.labels
+    if kind == "text":
+        from tokenizers import Tokenizer
+
+        _, text_test = data.load_langid_split()
+        tokenizer = Tokenizer.from_file(str(model_dir / spec["tokenizer_file"]))
+        ids, attention = features.text_tensors(text_test.texts, tokenizer, spec)
+        return {spec["input_ids"]: ids, spec["attention_mask"]: attention}, text_test.labels
+    raise ValueError(f"{model_dir}: unknown preprocessing kind {kind!r}")
+
+
+def run_onnx(onnx_path: Path, inputs: dict[str, np.ndarray], batch_size: int = 64) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    n = len(next(iter(inputs.values())))
+    chunks = []
+    for start in range(0, n, batch_size):
+        feed = {k: v[start : start + batch_size] for k, v in inputs.items()}
+        chunks.append(session.run(None, feed)[0])
+    return np.concatenate(chunks)
+
+
+def classification_metrics(
+    labels: list[str], truth: np.ndarray, predicted: np.ndarray
+) -> Evaluation:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    precision, recall, f1, support = precision_recall_fscore_support(
+        truth, predicted, labels=list(range(len(labels))), zero_division=0
+    )
+    per_class = {
+        name: {
+            "precision": round(float(precision[i]), 4),
+            "recall": round(float(recall[i]), 4),
+            "f1": round(float(f1[i]), 4),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(labels)
+    }
+    accuracy = float(np.mean(predicted == truth))
+    return Evaluation(accuracy=round(accuracy, 6), size=len(truth), per_class=per_class)
+
+
+def evaluate_model_dir(model_dir: Path, version: int | None = None) -> Evaluation:
+    """Held-out metrics of `<model_dir>/<version>/model.onnx` (newest version by default)."""
+    if version is None:
+        version = max(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    pre = read_preprocessing(model_dir)
+    inputs, truth = held_out_inputs(model_dir)
+    logits = run_onnx(model_dir / str(version) / "model.onnx", inputs)
+    return classification_metrics(read_labels(model_dir, pre), truth, logits.argmax(axis=1))

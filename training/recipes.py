@@ -1,0 +1,296 @@
+"""What each served model is: data, preprocessing parameters, network, tensors, training settings.
+
+A recipe's `prepare()` loads the real data, fits the preprocessing parameters
+on the training split only (normalisation statistics, the tokenizer), and
+returns everything the build needs. Adding a model means adding a recipe.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from training import data, features
+from training.models import DigitsCNN, LangIdTransformer, VowelsGRU
+from training.train import TrainConfig
+
+MAX_BATCH_SIZE = 64
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output, without the batch axis; -1 marks a variable axis."""
+
+    name: str
+    dtype: str  # numpy dtype name
+    dims: tuple[int, ...]
+
+
+@dataclass
+class Prepared:
+    """A recipe's data and parameters, ready to train, export and describe."""
+
+    preprocessing: dict[str, Any]
+    labels: list[str]
+    train_inputs: list[np.ndarray]
+    train_labels: np.ndarray
+    test_inputs: list[np.ndarray]
+    test_labels: np.ndarray
+    model: nn.Module
+    train_config: TrainConfig
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    # (batch, length) -> model inputs used for export parity checks
+    parity_inputs: Callable[[int, int], list[np.ndarray]]
+    parity_lengths: tuple[int, ...]
+    extra_files: dict[str, bytes] = field(default_factory=dict)
+    card: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    kind: str
+    prepare: Callable[[], Prepared]
+
+
+def _rng() -> np.random.Generator:
+    return np.random.default_rng(data.SEED)
+
+
+# --- digits_cnn ---------------------------------------------------------------------
+
+
+def prepare_digits() -> Prepared:
+    train, test = data.load_digits_split()
+    spec: dict[str, Any] = {
+        "input": "IMAGE",
+        "height": data.DIGITS_SIZE,
+        "width": data.DIGITS_SIZE,
+        "channels": 1,
+        "color_mode": "L",
+        "resample": "bilinear",
+        "scale": 1.0 / 255.0,
+        "mean": [0.0],
+        "std": [1.0],
+        "invert": False,
+    }
+    # Normalisation statistics come from the training split only.
+    raw = features.image_tensor(train.images, spec)
+    spec["mean"] = [round(float(raw.mean()), 6)]
+    spec["std"] = [round(float(raw.std()), 6)]
+    x_train = features.image_tensor(train.images, spec)
+    x_test = features.image_tensor(test.images, spec)
+
+    def parity(batch: int, _length: int) -> list[np.ndarray]:
+        index = _rng().integers(0, len(x_test), size=batch)
+        return [x_test[index]]
+
+    return Prepared(
+        preprocessing={"kind": "image", "image": spec},
+        labels=[str(d) for d in range(10)],
+        train_inputs=[x_train],
+        train_labels=train.labels,
+        test_inputs=[x_test],
+        test_labels=test.labels,
+        model=DigitsCNN(num_classes=10),
+        train_config=TrainConfig(epochs=12, batch_size=64, learning_rate=3e-3),
+        inputs=[TensorSpec("IMAGE", "float32", (1, data.DIGITS_SIZE, data.DIGITS_SIZE))],
+        outputs=[TensorSpec("LOGITS", "float32", (10,))],
+        parity_inputs=parity,
+        parity_lengths=(0,),
+        card={
+            "data": (
+                "scikit-learn `load_digits` (UCI optical recognition of handwritten digits): "
+                f"1,797 8x8 grayscale images, 10 classes. Stratified split, random_state=0: "
+                f"{len(train.labels)} train / {len(test.labels)} held out."
+            ),
+            "input": (
+                "Any image Pillow decodes (PNG, JPEG, ...): converted to 8-bit grayscale, "
+                "resized to 28x28 (bilinear), scaled to [0, 1] and normalised with the training "
+                "mean/std. Light ink on a dark background, like the training data "
+                "(a dark-on-light scan should be inverted by the client)."
+            ),
+            "use": "Classifying single, centred handwritten digits 0-9.",
+            "limitations": (
+                "Trained on 8x8 digits from 43 writers upscaled to 28x28: it has never seen "
+                "natural images, multiple digits, or dark ink on white paper, and will still "
+                "return a (meaningless) digit for them."
+            ),
+        },
+    )
+
+
+# --- vowels_gru ---------------------------------------------------------------------
+
+VOWELS_MAX_LENGTH = 64
+
+
+def prepare_vowels() -> Prepared:
+    train, test = data.load_vowels_split()
+    frames = np.concatenate(train.sequences)
+    spec: dict[str, Any] = {
+        "input": "SEQUENCE",
+        "mask": "MASK",
+        "channels": data.VOWELS_CHANNELS,
+        "min_length": 1,
+        "max_length": VOWELS_MAX_LENGTH,
+        "mean": [round(float(v), 6) for v in frames.mean(axis=0)],
+        "std": [round(float(v), 6) for v in frames.std(axis=0)],
+    }
+    x_train, m_train = features.sequence_tensors(train.sequences, spec)
+    x_test, m_test = features.sequence_tensors(test.sequences, spec)
+
+    def parity(batch: int, length: int) -> list[np.ndarray]:
+        rng = _rng()
+        values = rng.standard_normal((batch, length, data.VOWELS_CHANNELS)).astype(np.float32)
+        mask = np.zeros((batch, length), dtype=np.float32)
+        for i, n in enumerate(rng.integers(1, length + 1, size=batch)):
+            mask[i, :n] = 1.0
+            values[i, n:] = 0.0
+        mask[0, :] = 1.0  # at least one row spans the whole length
+        return [values, mask]
+
+    lengths = [len(s) for s in train.sequences + test.sequences]
+    return Prepared(
+        preprocessing={"kind": "sequence", "sequence": spec},
+        labels=[f"speaker_{i}" for i in range(1, 10)],
+        train_inputs=[x_train, m_train],
+        train_labels=train.labels,
+        test_inputs=[x_test, m_test],
+        test_labels=test.labels,
+        model=VowelsGRU(channels=data.VOWELS_CHANNELS, num_classes=9),
+        train_config=TrainConfig(epochs=40, batch_size=32, learning_rate=5e-3),
+        inputs=[
+            TensorSpec("SEQUENCE", "float32", (-1, data.VOWELS_CHANNELS)),
+            TensorSpec("MASK", "float32", (-1,)),
+        ],
+        outputs=[TensorSpec("LOGITS", "float32", (9,))],
+        parity_inputs=parity,
+        parity_lengths=(1, 9, 29, VOWELS_MAX_LENGTH),
+        card={
+            "data": (
+                "UCR/UEA archive JapaneseVowels, as shipped in the `aeon` wheel: nine male "
+                "speakers uttering the vowels /ae/, 12 LPC cepstrum coefficients per frame, "
+                f"{min(lengths)}-{max(lengths)} frames. The archive's own split: "
+                f"{len(train.labels)} train / {len(test.labels)} held out."
+            ),
+            "input": (
+                "One utterance as a list of frames, each 12 floats (LPC cepstrum "
+                f"coefficients), 1 to {VOWELS_MAX_LENGTH} frames; normalised per channel "
+                "with the training statistics and zero-padded with a mask."
+            ),
+            "use": "Speaker identification among the nine training speakers.",
+            "limitations": (
+                "A closed set of nine speakers from one 1999 recording set: any other voice "
+                "is still assigned to one of the nine."
+            ),
+        },
+    )
+
+
+# --- langid_transformer ----------------------------------------------------------------
+
+TEXT_MAX_LENGTH = 32
+VOCAB_SIZE = 4000
+
+
+def train_tokenizer(texts: list[str]) -> Any:
+    """A byte-pair-encoding tokenizer trained on the training phrases only."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+    # NFKC + lowercase, but no accent stripping: accents carry most of the language signal.
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE, special_tokens=["[PAD]", "[UNK]"], show_progress=False
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return tokenizer
+
+
+def prepare_langid() -> Prepared:
+    train, test = data.load_langid_split()
+    tokenizer = train_tokenizer(train.texts)
+    spec: dict[str, Any] = {
+        "input_ids": "INPUT_IDS",
+        "attention_mask": "ATTENTION_MASK",
+        "tokenizer_file": "tokenizer.json",
+        "max_length": TEXT_MAX_LENGTH,
+        "pad_id": tokenizer.token_to_id("[PAD]"),
+    }
+    ids_train, m_train = features.text_tensors(train.texts, tokenizer, spec)
+    ids_test, m_test = features.text_tensors(test.texts, tokenizer, spec)
+    vocab = tokenizer.get_vocab_size()
+
+    def parity(batch: int, length: int) -> list[np.ndarray]:
+        rng = _rng()
+        ids = rng.integers(2, vocab, size=(batch, length)).astype(np.int64)
+        mask = np.zeros((batch, length), dtype=np.int64)
+        for i, n in enumerate(rng.integers(1, length + 1, size=batch)):
+            mask[i, :n] = 1
+            ids[i, n:] = spec["pad_id"]
+        mask[0, :] = 1
+        ids[0, :] = rng.integers(2, vocab, size=length)
+        return [ids, mask]
+
+    return Prepared(
+        preprocessing={"kind": "text", "text": spec},
+        labels=list(data.LANGUAGES),
+        train_inputs=[ids_train, m_train],
+        train_labels=train.labels,
+        test_inputs=[ids_test, m_test],
+        test_labels=test.labels,
+        model=LangIdTransformer(
+            vocab_size=vocab,
+            num_classes=len(data.LANGUAGES),
+            max_length=TEXT_MAX_LENGTH,
+            pad_id=spec["pad_id"],
+        ),
+        train_config=TrainConfig(epochs=8, batch_size=64, learning_rate=2e-3),
+        inputs=[
+            TensorSpec("INPUT_IDS", "int64", (-1,)),
+            TensorSpec("ATTENTION_MASK", "int64", (-1,)),
+        ],
+        outputs=[TensorSpec("LOGITS", "float32", (len(data.LANGUAGES),))],
+        parity_inputs=parity,
+        parity_lengths=(1, 7, 19, TEXT_MAX_LENGTH),
+        extra_files={"tokenizer.json": tokenizer.to_str(pretty=True).encode("utf-8")},
+        card={
+            "data": (
+                "Phrases of 1-4 words drawn from the `wordfreq` package's frequency lists "
+                f"(top {data.LANGID_WORDS_PER_LANGUAGE} alphabetic words per language, words "
+                "shared by two languages dropped) for " + ", ".join(data.LANGUAGES) + ". "
+                "Words are split 80/20 by a stable hash, so held-out phrases contain only "
+                f"unseen words: {len(train.labels)} train / {len(test.labels)} held-out phrases."
+            ),
+            "input": (
+                "A UTF-8 string; tokenized with the byte-pair-encoding tokenizer in "
+                f"tokenizer.json (NFKC, lowercase, {vocab} tokens), truncated to "
+                f"{TEXT_MAX_LENGTH} tokens, zero-padded with an attention mask."
+            ),
+            "use": "Telling which of eight European languages a short phrase is written in.",
+            "limitations": (
+                "Trained on isolated frequent words, not running text: names, numbers, "
+                "code-switching and languages outside the eight are all forced into one of them; "
+                "one-word inputs are the hardest case."
+            ),
+        },
+    )
+
+
+RECIPES: dict[str, Recipe] = {
+    "digits_cnn": Recipe("digits_cnn", "image", prepare_digits),
+    "vowels_gru": Recipe("vowels_gru", "sequence", prepare_vowels),
+    "langid_transformer": Recipe("langid_transformer", "text", prepare_langid),
+}
+
+
+def dump_json(value: Any) -> bytes:
+    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
