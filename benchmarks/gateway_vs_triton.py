@@ -2,7 +2,10 @@
 
 (a) tritonclient gRPC asyncio straight to Triton with the model's own tensors (batch 1 per call);
 (b) the gateway's REST predict with the equivalent raw payload (a sequence as JSON floats, a PNG,
-    a phrase), which the gateway preprocesses, batches and sends to the same Triton over gRPC.
+    a phrase), which the gateway preprocesses, batches and sends to the same Triton over gRPC;
+(c) the gateway's transport-neutral core in this process (`DataPlane.infer_tensors`, the path
+    the Open Inference Protocol endpoints use for pre-tensorized input): validation, batcher,
+    metrics and the Triton client, without HTTP.
 
 Prints throughput and p50/p99 latency for both, and their ratio. Starts a local Triton and a
 gateway (one uvicorn worker) unless URLs are given. Closed loop: each of `--concurrency`
@@ -36,9 +39,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from service import preprocess  # noqa: E402
+from service.backends.triton import TritonBackend  # noqa: E402
 from service.cli import wait_for_gateway  # noqa: E402
+from service.dataplane import DataPlane  # noqa: E402
 from service.local_triton import LocalTriton, free_port  # noqa: E402
+from service.metrics import Metrics  # noqa: E402
 from service.repository import ModelSpec, load_repository  # noqa: E402
+from service.settings import Settings  # noqa: E402
 
 
 def sample_payload(spec: ModelSpec) -> tuple[dict[str, Any], Any]:
@@ -126,6 +133,26 @@ async def bench_gateway(url: str, spec: ModelSpec, body: dict[str, Any], args: A
         return await closed_loop(call, args.concurrency, args.warmup, args.duration)
 
 
+async def bench_core(
+    url: str, repository: Path, spec: ModelSpec, tensors: dict[str, np.ndarray], args: Any
+) -> Any:
+    settings = Settings(model_repository=repository, triton_url=url)
+    specs = load_repository(repository)
+    metrics = Metrics(specs)
+    backend = TritonBackend(settings.triton_urls, "grpc", settings.triton_timeout_s)
+    dataplane = DataPlane(settings, specs, backend, metrics)
+    await dataplane.start()
+    batch = {name: value[None, ...] for name, value in tensors.items()}
+
+    async def call() -> None:
+        await dataplane.infer_tensors(spec.name, None, batch)
+
+    try:
+        return await closed_loop(call, args.concurrency, args.warmup, args.duration)
+    finally:
+        await dataplane.close()
+
+
 def summary(name: str, result: tuple[list[float], float, int]) -> dict[str, float]:
     latencies, seconds, errors = result
     array = np.asarray(latencies) * 1000
@@ -196,6 +223,10 @@ def main() -> int:
             "triton-direct (gRPC, tensors)",
             asyncio.run(bench_triton(triton_url, spec, tensors, args)),
         )
+        core = summary(
+            "gateway core (in-process, tensors)",
+            asyncio.run(bench_core(triton_url, args.repository, spec, tensors, args)),
+        )
         via = summary(
             "gateway (REST, raw payload)", asyncio.run(bench_gateway(gateway_url, spec, body, args))
         )
@@ -205,7 +236,7 @@ def main() -> int:
         f"gateway settings={args.gateway_setting or 'defaults'}"
     )
     print(f"{'path':34} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
-    for row in (direct, via):
+    for row in (direct, core, via):
         print(
             f"{row['path']:34} {row['throughput_rps']:9.0f} {row['p50_ms']:8.2f} "
             f"{row['p99_ms']:8.2f} {row['errors']:7d}"
@@ -215,12 +246,19 @@ def main() -> int:
         if direct["throughput_rps"]
         else float("nan")
     )
+    core_ratio = (
+        core["throughput_rps"] / direct["throughput_rps"] if direct["throughput_rps"] else 0
+    )
     print(
-        f"gateway/direct throughput ratio: {ratio:.2f}; "
+        f"gateway REST/direct throughput ratio: {ratio:.2f}; "
         f"p50 added: {via['p50_ms'] - direct['p50_ms']:.2f} ms"
     )
+    print(
+        f"gateway core/direct throughput ratio: {core_ratio:.2f}; "
+        f"p50 added: {core['p50_ms'] - direct['p50_ms']:.2f} ms"
+    )
     if args.json:
-        print(json.dumps({"direct": direct, "gateway": via, "ratio": ratio}))
+        print(json.dumps({"direct": direct, "core": core, "gateway": via, "ratio": ratio}))
     return 0
 
 

@@ -46,17 +46,22 @@ class Collator:
         batch: dict[str, np.ndarray] = {}
         for name, axes in self._variable_axes.items():
             arrays = [p[name] for p in parts]
-            if axes:
-                target = list(np.max([a.shape for a in arrays], axis=0))
-                for axis in axes:
-                    target[axis] = bucket_length(int(target[axis]), self._cap)
-                arrays = [_pad_to(a, target) for a in arrays]
-            batch[name] = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
+            if not axes:
+                batch[name] = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
+                continue
+            shape = [sum(a.shape[0] for a in arrays)]
+            for axis in range(1, arrays[0].ndim):
+                longest = max(a.shape[axis] for a in arrays)
+                shape.append(bucket_length(longest, self._cap) if axis in axes else longest)
+            if len(arrays) == 1 and list(arrays[0].shape) == shape:
+                batch[name] = arrays[0]
+                continue
+            # zeros + slice copies: much cheaper than np.pad per part on the request path
+            out = np.zeros(shape, dtype=arrays[0].dtype)
+            row = 0
+            for array in arrays:
+                index = (slice(row, row + array.shape[0]), *(slice(0, n) for n in array.shape[1:]))
+                out[index] = array
+                row += array.shape[0]
+            batch[name] = out
         return batch
-
-
-def _pad_to(array: np.ndarray, target: Sequence[int]) -> np.ndarray:
-    pad = [(0, 0)] + [(0, int(t) - s) for t, s in zip(target[1:], array.shape[1:], strict=True)]
-    if not any(after for _, after in pad):
-        return array
-    return np.pad(array, pad)
