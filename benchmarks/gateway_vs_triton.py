@@ -136,7 +136,8 @@ async def bench_gateway(url: str, spec: ModelSpec, body: dict[str, Any], args: A
 async def bench_core(
     url: str, repository: Path, spec: ModelSpec, tensors: dict[str, np.ndarray], args: Any
 ) -> Any:
-    settings = Settings(model_repository=repository, triton_url=url)
+    overrides = dict(setting.partition("=")[::2] for setting in args.gateway_setting)
+    settings = Settings(model_repository=repository, triton_url=url, **overrides)
     specs = load_repository(repository)
     metrics = Metrics(specs)
     backend = TritonBackend(settings.triton_urls, "grpc", settings.triton_timeout_s)
