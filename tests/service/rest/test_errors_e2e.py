@@ -10,9 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import GatewayFactory, RunningGateway
-from payloads import PHRASES, SAMPLE_JPEGS, digit_pngs, vowel_sequences
 from PIL import Image
+
+from tests.service.rest.conftest import GatewayFactory, RunningGateway
+from tests.service.rest.payloads import PHRASES, SAMPLE_JPEGS, digit_pngs, vowel_sequences
 
 pytestmark = [pytest.mark.triton, pytest.mark.gateway]
 

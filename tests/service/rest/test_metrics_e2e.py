@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import GatewayFactory
-from payloads import PHRASES, digit_pngs
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.service.rest.conftest import GatewayFactory
+from tests.service.rest.payloads import PHRASES, digit_pngs
 
 pytestmark = [pytest.mark.triton, pytest.mark.gateway]
 

@@ -9,11 +9,11 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import GatewayFactory, OnnxReference, RunningGateway
-from payloads import PHRASES, SAMPLE_JPEGS, digit_pngs, vowel_sequences
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.local_triton import LocalTriton
+from tests.service.rest.conftest import GatewayFactory, OnnxReference, RunningGateway
+from tests.service.rest.payloads import PHRASES, SAMPLE_JPEGS, digit_pngs, vowel_sequences
 
 pytestmark = [pytest.mark.triton, pytest.mark.gateway]
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import GatewayFactory
 
 from service.local_triton import LocalTriton
+from tests.service.rest.conftest import GatewayFactory
 
 pytestmark = [pytest.mark.triton, pytest.mark.gateway]
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from payloads import PHRASES
 
 from service.cli import wait_for_gateway
 from service.local_triton import LocalTriton, free_port
+from tests.service.rest.payloads import PHRASES
 
 pytestmark = [pytest.mark.triton, pytest.mark.gateway]
 
