@@ -199,11 +199,29 @@ class DataPlane:
         name: str,
         payloads: Sequence[Any],
         top_k: int | None = None,
+        protocol: str = "rest",
         *,
         scope: RequestScope | None = None,
         version: str | None = None,
     ) -> PredictResult:
-        """Raw payloads in, top-k labelled predictions out (one per payload)."""
+        """Raw payloads in, top-k labelled predictions out (one per payload).
+
+        A transport that already opened `track` (to count its own parsing errors too) passes its
+        `scope`; otherwise the call is tracked here under `protocol`.
+        """
+        if scope is None:
+            async with self.track(name, "predict", protocol) as own:
+                return await self._predict(name, payloads, top_k, own, version)
+        return await self._predict(name, payloads, top_k, scope, version)
+
+    async def _predict(
+        self,
+        name: str,
+        payloads: Sequence[Any],
+        top_k: int | None,
+        scope: RequestScope,
+        version: str | None,
+    ) -> PredictResult:
         model = self._get(name, version)
         spec = model.spec
         if not payloads:
@@ -216,7 +234,7 @@ class DataPlane:
         k = top_k if top_k is not None else self.settings.default_top_k
         if k < 1:
             raise BadInput("top_k must be at least 1")
-        deadline = scope.deadline if scope else time.monotonic() + self.settings.request_timeout_s
+        deadline = scope.deadline
 
         items = []
         for payload in payloads:
@@ -240,7 +258,7 @@ class DataPlane:
         return PredictResult(
             model=spec.name,
             version=spec.version,
-            request_id=scope.request_id if scope else uuid.uuid4().hex,
+            request_id=scope.request_id,
             predictions=predictions,
         )
 
@@ -282,12 +300,23 @@ class DataPlane:
         name: str,
         version: str | None,
         inputs: Mapping[str, np.ndarray],
+        protocol: str = "v2_http",
         *,
         scope: RequestScope | None = None,
     ) -> dict[str, np.ndarray]:
-        """Tensor passthrough: the model's own inputs in, every model output out."""
+        """Tensor passthrough: the model's own inputs in, every model output out.
+
+        Tracked under `protocol` (endpoint `infer`) unless the transport passes its own `scope`.
+        """
+        if scope is None:
+            async with self.track(name, "infer", protocol) as own:
+                return await self._infer_tensors(name, version, inputs, own.deadline)
+        return await self._infer_tensors(name, version, inputs, scope.deadline)
+
+    async def _infer_tensors(
+        self, name: str, version: str | None, inputs: Mapping[str, np.ndarray], deadline: float
+    ) -> dict[str, np.ndarray]:
         model = self._get(name, version)
         rows = self.validate_tensors(model.spec, inputs)
-        deadline = scope.deadline if scope else time.monotonic() + self.settings.request_timeout_s
         outputs = await model.batcher.submit(dict(inputs), rows, deadline)
         return dict(outputs)

@@ -111,13 +111,20 @@ class TritonBackend(InferenceBackend):
                 result = await self._call(self._clients[index], spec, infer_inputs, outputs)
             except Exception as exc:
                 error = from_upstream(exc)
+                if isinstance(error, UpstreamUnavailable):
+                    self._set_up(index, False)
                 if isinstance(error, UpstreamUnavailable) and attempt + 1 < len(self._clients):
                     log.warning("Triton %s unavailable, trying the next endpoint", self.urls[index])
                     continue
                 raise error from exc
+            self._set_up(index, True)
             return {o.name: result.as_numpy(o.name) for o in spec.outputs}
         assert error is not None
         raise error
+
+    def _set_up(self, index: int, up: bool) -> None:
+        if self._up_gauge is not None:
+            self._up_gauge.labels(endpoint=self.urls[index]).set(1 if up else 0)
 
     async def _check(self, index: int, specs: list[ModelSpec]) -> str:
         client = self._clients[index]
@@ -142,9 +149,8 @@ class TritonBackend(InferenceBackend):
             return Readiness(False, "Triton client is not started")
         problems = await asyncio.gather(*(self._check(i, specs) for i in range(len(self._clients))))
         endpoints = {url: not problem for url, problem in zip(self.urls, problems, strict=True)}
-        if self._up_gauge is not None:
-            for url, up in endpoints.items():
-                self._up_gauge.labels(endpoint=url).set(1 if up else 0)
+        for index, up in enumerate(endpoints.values()):
+            self._set_up(index, up)
         if any(endpoints.values()):
             return Readiness(True, "", endpoints)
         reason = "; ".join(f"Triton {url}: {p}" for url, p in zip(self.urls, problems, strict=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
@@ -39,6 +39,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 _PREDICT_BODY: dict[str, Any] = {
+    # top_k is read from the query string by hand (cheaper than a validated dependency on the
+    # hot path) and documented here.
+    "parameters": [
+        {
+            "name": "top_k",
+            "in": "query",
+            "required": False,
+            "description": "labels per input (1-1000); overrides `top_k` in the JSON body",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+        }
+    ],
     "requestBody": {
         "required": True,
         "content": {
@@ -57,7 +68,7 @@ _PREDICT_BODY: dict[str, Any] = {
                 }
             },
         },
-    }
+    },
 }
 
 
@@ -89,6 +100,19 @@ def _check_declared_size(request: Request) -> None:
             raise PayloadTooLarge(
                 f"request body of {size} bytes exceeds the limit of {limit} bytes"
             )
+
+
+def _query_top_k(request: Request) -> int | None:
+    raw = request.query_params.get("top_k")
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"top_k must be an integer, got {raw!r}") from None
+    if not 1 <= value <= 1000:
+        raise InvalidRequest(f"top_k must be between 1 and 1000, got {value}")
+    return value
 
 
 async def _payloads(
@@ -135,17 +159,14 @@ async def _payloads(
     summary="Predict labels from raw payloads (images, text or sequences)",
     tags=["inference"],
 )
-async def predict(
-    model: str,
-    request: Request,
-    top_k: int | None = Query(None, ge=1, le=1000, description="labels per input"),
-) -> Response:
+async def predict(model: str, request: Request) -> Response:
     """Decode, preprocess, batch, infer and return the top-k labels for each input."""
     dataplane = _dataplane(request)
     async with dataplane.track(model, "predict", "rest", request.state.request_id) as scope:
         check_api_key(request)
         dataplane.model(model)  # 404 before anything is read
         _check_declared_size(request)
+        top_k = _query_top_k(request)
         payloads, body_top_k = await _payloads(request, dataplane, model)
         result = await dataplane.predict(model, payloads, top_k or body_top_k, scope=scope)
     return JSONResponse(

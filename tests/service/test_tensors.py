@@ -11,10 +11,10 @@ from service.tensors import Collator, bucket_length
 
 
 def test_bucket_lengths() -> None:
-    assert [bucket_length(n, 32) for n in (1, 8, 9, 16, 17, 32)] == [8, 8, 16, 16, 32, 32]
-    assert bucket_length(20, 24) == 24  # never beyond the model's max length
-    assert bucket_length(30, 24) == 30  # ...unless the input itself is longer
-    assert bucket_length(100, None) == 128
+    assert [bucket_length(n, 32) for n in (1, 8, 9, 16, 17, 25, 32)] == [8, 8, 16, 16, 24, 32, 32]
+    assert bucket_length(20, 20) == 20  # never beyond the model's max length
+    assert bucket_length(30, 20) == 30  # ...unless the input itself is longer
+    assert bucket_length(100, None) == 104
 
 
 def test_pads_variable_dims_and_keeps_rows_in_order(tiny_repository: Path) -> None:

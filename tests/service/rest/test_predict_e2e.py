@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.local_triton import LocalTriton
 from tests.service.rest.conftest import GatewayFactory, OnnxReference, RunningGateway
 from tests.service.rest.payloads import PHRASES, SAMPLE_JPEGS, digit_pngs, vowel_sequences
 
@@ -163,3 +164,25 @@ def test_embedded_backend_gives_the_same_answers(
     for a, b in zip(via_triton["predictions"], in_process["predictions"], strict=True):
         assert a["label"] == b["label"]
         assert np.isclose(a["probability"], b["probability"], atol=1e-5)
+
+
+def test_triton_over_http_and_round_robin_with_a_dead_endpoint(
+    start_gateway: GatewayFactory, triton_server: LocalTriton, gateway: RunningGateway
+) -> None:
+    reference = predict(gateway, "langid_transformer", json={"inputs": list(PHRASES)})
+    over_http = start_gateway(triton_url=triton_server.http_url, triton_protocol="http")
+    body = predict(over_http, "langid_transformer", json={"inputs": list(PHRASES)})
+    assert [p["label"] for p in body["predictions"]] == [
+        p["label"] for p in reference["predictions"]
+    ]
+
+    dead = "127.0.0.1:1"
+    spread = start_gateway(triton_url=f"{dead},{triton_server.grpc_url}")
+    readiness = httpx.get(f"{spread.url}/readyz").json()
+    assert readiness["ready"] is True
+    assert readiness["endpoints"] == {dead: False, triton_server.grpc_url: True}
+    for _ in range(4):  # every other batch goes to the dead endpoint first and fails over
+        again = predict(spread, "langid_transformer", json={"inputs": list(PHRASES)})
+        assert [p["label"] for p in again["predictions"]] == [
+            p["label"] for p in reference["predictions"]
+        ]
