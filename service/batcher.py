@@ -3,7 +3,8 @@
 Requests (each one or more rows) wait in a bounded queue. A batch leaves when a dispatch slot
 is free and either it is full (`max_batch_size` rows) or the oldest request has waited
 `max_delay_s`. With a zero delay it sends whatever queued while every slot was busy
-("batch when busy"), which on small models beats waiting to fill (DESIGN.md fact 9).
+("batch when busy"), which on small models beats waiting to fill
+(docs/architecture.md, "Batching").
 
 A full queue refuses new requests at once (`Overloaded`, 503 + Retry-After), so memory stays
 bounded. Every request has a deadline: past it the caller gets `DeadlineExceeded` (504) and,

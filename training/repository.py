@@ -32,9 +32,8 @@ WARMUP_LENGTH = 16
 
 TRITON_TYPES = {"float32": mc.TYPE_FP32, "int64": mc.TYPE_INT64, "int32": mc.TYPE_INT32}
 
-# Triton's dynamic batcher: no artificial delay. Measured on 2 cores, a 2 ms
-# delay tripled p50 and cut throughput; Triton still batches whatever queued
-# while the instance was busy (docs/architecture.md, "Batching").
+# Triton's dynamic batcher: no artificial delay. Triton still batches whatever
+# queued while the instance was busy (docs/architecture.md, "Batching").
 QUEUE_DELAY_US = 0
 # Bounded queue: beyond this Triton rejects at once instead of growing latency.
 MAX_QUEUE_SIZE = 256
