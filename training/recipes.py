@@ -277,7 +277,9 @@ def prepare_langid() -> Prepared:
             ),
             "use": "Telling which of eight European languages a short phrase is written in.",
             "limitations": (
-                "Trained on isolated frequent words, not running text: names, numbers, "
+                "Trained on isolated frequent words, not running text: words shared by two "
+                "languages (la, de, est, ...) were left out of training, so phrases made mostly "
+                "of them can be misread (\"où est la gare\" comes out Swedish); names, numbers, "
                 "code-switching and languages outside the eight are all forced into one of them; "
                 "one-word inputs are the hardest case."
             ),
