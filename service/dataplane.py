@@ -43,6 +43,8 @@ class PredictResult:
     version: str
     request_id: str
     predictions: list[dict[str, Any]]
+    # the model's raw output rows, for protocols that return full tensors (OIP PROBABILITIES)
+    logits: np.ndarray | None = None
 
 
 @dataclass
@@ -242,6 +244,7 @@ class DataPlane:
             version=spec.version,
             request_id=scope.request_id if scope else uuid.uuid4().hex,
             predictions=predictions,
+            logits=logits,
         )
 
     def validate_tensors(self, spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> int:
