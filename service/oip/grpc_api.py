@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from service.dataplane import DataPlane
@@ -268,6 +269,58 @@ for _method in SERVICE.methods:
         setattr(InferenceService, _method.name, _unimplemented(_method.name))
 
 
+class _Unparsable:
+    """Stands for a request message that could not be parsed."""
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+
+def _lenient(message: Any) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError:
+            return _Unparsable(message.DESCRIPTOR.full_name)
+
+    return parse
+
+
+def _guarded(behaviour: Callable[[Any, Any], Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Unparsable):
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"cannot parse the request as {request.type_name}"
+            )
+        return await behaviour(request, context)
+
+    return handle
+
+
+def method_handlers(service: InferenceService) -> dict[str, grpc.RpcMethodHandler]:
+    """The service's handlers, registered like the generated `add_..._to_server` does, except
+    that a request that is not valid protobuf ends with INTERNAL (the gRPC spec's code for an
+    unparsable request) and a message, not UNKNOWN and a logged traceback."""
+    handlers = {}
+    for method in SERVICE.methods:
+        request = getattr(service_pb2, method.input_type.name)
+        response = getattr(service_pb2, method.output_type.name)
+        behaviour = getattr(service, method.name)
+        if method.client_streaming or method.server_streaming:
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
+                behaviour,
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                _guarded(behaviour),
+                request_deserializer=_lenient(request),
+                response_serializer=response.SerializeToString,
+            )
+    return handlers
+
+
 def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -283,7 +336,11 @@ async def start_server(dataplane: DataPlane) -> grpc.aio.Server:
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
     ]
     server = grpc.aio.server(options=options)
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(dataplane), server)
+    handlers = method_handlers(InferenceService(dataplane))
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
+    )
+    server.add_registered_method_handlers(SERVICE.full_name, handlers)
     address = _address(settings.host, settings.grpc_port)
     try:
         server.add_insecure_port(address)
