@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 up: setup
 	test -f model_repository/digits_cnn/config.pbtxt || $(BIN)/modelgate build
-	$(BIN)/modelgate show
+	$(BIN)/modelgate up
 
 lint: setup
 	$(BIN)/ruff check .

@@ -19,6 +19,7 @@ import typer
 from pydantic import ValidationError
 
 from service.examples import curl_command
+from service.loadtest import cli as loadtest_cli
 from service.local_triton import (
     DEFAULT_REPOSITORY,
     LocalTriton,
@@ -298,6 +299,12 @@ def up(
         signal.signal(signal.SIGTERM, previous)
         typer.echo("Stopped.")
     raise typer.Exit(code)
+
+
+# Load testing against SLAs (loadtests/README.md); heavy imports stay inside the commands.
+app.command("loadtest")(loadtest_cli.loadtest)
+app.command("capacity")(loadtest_cli.capacity)
+app.command("verdict")(loadtest_cli.verdict)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ stops the whole group again.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import importlib.metadata
 import os
@@ -47,6 +48,7 @@ ENV_BACKENDS_DIR = "MODELGATE_TRITON_BACKENDS_DIR"
 SHM_DEFAULT_BYTES = 4 * 1024 * 1024
 SHM_GROWTH_BYTES = 1024 * 1024
 LOG_TAIL_LINES = 15
+PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 # Triton waits this long on SIGTERM for in-flight work and open client connections
 # (idle keep-alive connections count too, so the 30 s default mostly waits for nothing).
 EXIT_TIMEOUT_S = 5
@@ -203,6 +205,18 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     kept = important[-lines:] if important else all_lines[-lines:]
     # Python tracebacks arrive as literal "\\n" inside one record: keep the message only.
     return " | ".join(line.split("\\n")[0].strip("| ")[:400] for line in kept)
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the launching process dies.
+
+    A test run killed by a timeout (os._exit, no teardown) or a SIGKILLed CLI would
+    otherwise leave the server and its stubs running. Linux only, like the binary;
+    note the signal follows the launching *thread*, so start servers from a
+    long-lived thread (the main thread in the CLI and in pytest).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class LocalTriton:
@@ -366,6 +380,7 @@ class LocalTriton:
                     cwd=self._run_dir,
                     # Own process group: stop() signals the server and its backend stubs together.
                     start_new_session=True,
+                    preexec_fn=_terminate_with_parent,
                 )
             except OSError as exc:
                 self._cleanup_run_dir()

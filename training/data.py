@@ -127,8 +127,9 @@ def _langid_vocabularies() -> dict[str, list[str]]:
 
 
 def _phrases(words: list[str], count: int, rng: np.random.Generator) -> list[str]:
+    vocabulary = np.asarray(words)  # once: rng.choice on a list converts it on every call
     lengths = rng.integers(1, LANGID_MAX_WORDS_PER_PHRASE + 1, size=count)
-    return [" ".join(rng.choice(words, size=n)) for n in lengths]
+    return [" ".join(rng.choice(vocabulary, size=n)) for n in lengths]
 
 
 def load_langid_split() -> tuple[TextSplit, TextSplit]:

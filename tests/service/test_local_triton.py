@@ -448,3 +448,31 @@ def test_cli_serves_until_interrupted(model_repository: Path, models: list[Model
         # The server is gone: its HTTP port is free again.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", ports[0]))
+
+
+def test_server_dies_with_a_killed_launcher(
+    model_repository: Path, models: list[ModelFiles]
+) -> None:
+    """A launcher that dies without teardown (timeout, SIGKILL) leaves no server behind."""
+    script = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from service.local_triton import LocalTriton\n"
+        "server = LocalTriton(Path(sys.argv[1]), model_control_mode='explicit',"
+        " load_models=[sys.argv[2]]).start()\n"
+        "print(server.pid, flush=True)\n"
+        "os._exit(1)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(model_repository), models[0].name],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    pgid = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 30
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _group_alive(pgid)

@@ -14,7 +14,8 @@ from training.recipes import RECIPES
 
 COMMITTED = Path(__file__).resolve().parents[2] / "model_repository"
 
-pytestmark = pytest.mark.slow
+# Training all three models takes about two minutes on 2 idle cores; allow for a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 
 @pytest.fixture(scope="module")

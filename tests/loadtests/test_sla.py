@@ -1,0 +1,112 @@
+"""The SLA schema: the shipped file is valid, and every kind of bad file gets a clear message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from service.cli import app
+from service.loadtest.sla import SlaError, load_sla, parse_sla
+
+SHIPPED = Path(__file__).resolve().parents[2] / "loadtests" / "sla.yaml"
+
+MINIMAL = """
+load: {users: 2, spawn_rate: 2, duration_s: 10}
+targets:
+  - {model: digits_cnn, budget: {p99_ms: 100}}
+"""
+
+
+def test_shipped_sla_is_valid() -> None:
+    sla = load_sla(SHIPPED)
+    assert {t.model for t in sla.targets} == {"digits_cnn", "langid_transformer", "vowels_gru"}
+    assert all(t.budget.p99_ms for t in sla.targets)
+
+
+def test_minimal_file_gets_defaults() -> None:
+    sla = parse_sla(MINIMAL)
+    target = sla.targets[0]
+    assert (target.protocol, target.kind, target.name) == ("rest", "image", "rest digits_cnn")
+    assert sla.load.warmup_s == 5.0
+    assert sla.capacity.user_steps[0] == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            MINIMAL.replace("users: 2", "users: 0"),
+            "load.users: Input should be greater than 0",
+        ),
+        (
+            MINIMAL.replace("duration_s: 10", "duration_s: 10, warmup: 3"),
+            "load.warmup: unknown field",
+        ),
+        (
+            MINIMAL.replace("p99_ms: 100", "p95_ms: 200, p99_ms: 100"),
+            "targets[0].budget: p95_ms (200.0) must not exceed p99_ms (100.0)",
+        ),
+        (MINIMAL.replace("p99_ms: 100", ""), "targets[0].budget: a budget needs at least one"),
+        (
+            MINIMAL.replace("p99_ms: 100", "max_error_ratio: 1.5"),
+            "targets[0].budget.max_error_ratio: Input should be less than or equal to 1",
+        ),
+        (
+            MINIMAL.replace("model: digits_cnn", "model: mystery"),
+            "model 'mystery' is not one of",
+        ),
+        (
+            MINIMAL.replace("model: digits_cnn", "model: digits_cnn, protocol: grpc"),
+            "targets[0].protocol: Input should be 'rest', 'v2_http' or 'v2_grpc'",
+        ),
+        (
+            MINIMAL.replace("model: digits_cnn", "model: digits_cnn, protocol: v2_grpc"),
+            "set grpc_url",
+        ),
+        (
+            MINIMAL + "  - {model: digits_cnn, budget: {p50_ms: 5}}\n",
+            "repeated: ['rest digits_cnn']",
+        ),
+        (
+            MINIMAL.replace("model: digits_cnn", "model: vowels_gru, encoding: multipart"),
+            "multipart is only for image models",
+        ),
+        (MINIMAL + "capacity: {user_steps: [4, 2]}\n", "user_steps must increase strictly"),
+        (MINIMAL.replace("load:", "host: localhost:8000\nload:"), "host: String should match"),
+        ("load: {users: 2\n", "not valid YAML"),
+        ("- just\n- a list\n", "must be a YAML mapping"),
+        ("load: {users: 2, spawn_rate: 1, duration_s: 5}\n", "targets: Field required"),
+    ],
+)
+def test_bad_file_names_the_field(text: str, expected: str) -> None:
+    with pytest.raises(SlaError) as caught:
+        parse_sla(text, "bad.yaml")
+    message = str(caught.value)
+    assert message.startswith("bad.yaml: ")
+    assert expected in message
+
+
+def test_missing_file() -> None:
+    with pytest.raises(SlaError, match="cannot read SLA file"):
+        load_sla("/nonexistent/sla.yaml")
+
+
+def test_cli_rejects_a_bad_file_before_any_load(tmp_path: Path) -> None:
+    bad = tmp_path / "sla.yaml"
+    bad.write_text(MINIMAL.replace("p99_ms: 100", "p99_ms: -1"))
+    result = CliRunner().invoke(app, ["loadtest", "--sla", str(bad), "--host", "http://x:1"])
+    assert result.exit_code == 2
+    assert "targets[0].budget.p99_ms: Input should be greater than 0" in result.output
+    assert not (tmp_path / "reports").exists()
+
+
+def test_cli_names_an_unreachable_gateway(tmp_path: Path) -> None:
+    good = tmp_path / "sla.yaml"
+    good.write_text(MINIMAL)
+    result = CliRunner().invoke(
+        app, ["capacity", "--sla", str(good), "--host", "http://127.0.0.1:9"]
+    )
+    assert result.exit_code == 2
+    assert "cannot reach the gateway at http://127.0.0.1:9" in result.output
