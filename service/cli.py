@@ -153,6 +153,9 @@ def _settings_from(overrides: dict[str, object]) -> Settings:
 def serve(
     host: str | None = typer.Option(None, help="Interface to bind (MODELGATE_HOST)."),
     port: int | None = typer.Option(None, help="Port (MODELGATE_PORT)."),
+    grpc_port: int | None = typer.Option(
+        None, help="OIP gRPC port (MODELGATE_GRPC_PORT; MODELGATE_GRPC_ENABLED=false: none)."
+    ),
     workers: int | None = typer.Option(None, help="uvicorn workers (MODELGATE_WORKERS)."),
     triton_url: str | None = typer.Option(
         None, help="Triton host:port, comma-separated for several (MODELGATE_TRITON_URL)."
@@ -169,6 +172,7 @@ def serve(
         {
             "host": host,
             "port": port,
+            "grpc_port": grpc_port,
             "workers": workers,
             "triton_url": triton_url,
             "backend": backend,
@@ -222,6 +226,9 @@ def _stop_process(process: subprocess.Popen[bytes], grace_s: float) -> None:
 def up(
     host: str = typer.Option("127.0.0.1", help="Interface the gateway binds to."),
     port: int = typer.Option(8000, help="Gateway port."),
+    grpc_port: int | None = typer.Option(
+        None, help="Gateway OIP gRPC port (default: the gateway port + 1, as Triton's 8000/8001)."
+    ),
     repository: Path = typer.Option(
         DEFAULT_REPOSITORY, "--repository", "-r", help="Model repository to serve."
     ),
@@ -230,6 +237,10 @@ def up(
     """Start the local Triton and the gateway, print URLs and examples, stop both on Ctrl-C."""
     if port_in_use(port, host):
         typer.echo(f"error: port {port} is already in use; choose another with --port", err=True)
+        raise typer.Exit(1)
+    grpc_port = grpc_port if grpc_port is not None else port + 1
+    if port_in_use(grpc_port, host):
+        typer.echo(f"error: port {grpc_port} is already in use; choose --grpc-port", err=True)
         raise typer.Exit(1)
     try:
         specs = load_repository(repository)
@@ -255,6 +266,7 @@ def up(
             "MODELGATE_TRITON_PROTOCOL": triton_protocol,
             "MODELGATE_HOST": host,
             "MODELGATE_PORT": str(port),
+            "MODELGATE_GRPC_PORT": str(grpc_port),
         }
         typer.echo("Starting the gateway ...")
         gateway = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env)
@@ -263,6 +275,7 @@ def up(
         typer.echo("")
         typer.echo(f"modelgate is up: gateway {base} in front of Triton {triton.grpc_url} (gRPC)")
         typer.echo(f"  API docs     {base}/docs")
+        typer.echo(f"  OIP          HTTP {base}/v2   gRPC {host}:{grpc_port} (tritonclient)")
         typer.echo(f"  health       {base}/healthz   {base}/readyz")
         typer.echo(f"  metrics      {base}/metrics   (Triton: {triton.metrics_url})")
         typer.echo(f"  Triton HTTP  http://{triton.http_url}   log {triton.log_path}")

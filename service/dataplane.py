@@ -43,6 +43,8 @@ class PredictResult:
     version: str
     request_id: str
     predictions: list[dict[str, Any]]
+    # the model's raw output rows, for protocols that return full tensors (OIP PROBABILITIES)
+    logits: np.ndarray | None = None
 
 
 @dataclass
@@ -260,6 +262,7 @@ class DataPlane:
             version=spec.version,
             request_id=scope.request_id,
             predictions=predictions,
+            logits=logits,
         )
 
     def validate_tensors(self, spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> int:

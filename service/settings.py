@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     """Port the REST server listens on."""
 
+    grpc_enabled: bool = True
+    """Also serve the Open Inference Protocol over gRPC (same process, port `grpc_port`)."""
+
+    grpc_port: int = Field(default=8001, ge=1, le=65535)
+    """Port of the OIP gRPC server (8001, like Triton's, so gRPC clients can switch over)."""
+
+    grpc_max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Largest gRPC message received or sent in bytes (larger: RESOURCE_EXHAUSTED)."""
+
     workers: int = Field(default=1, ge=1, le=64)
     """uvicorn worker processes (above 1, metrics use Prometheus multiprocess mode)."""
 
@@ -72,7 +81,8 @@ class Settings(BaseSettings):
     """Labels returned per input when the request does not say."""
 
     api_key: SecretStr | None = None
-    """When set, `/v1/...` routes need `Authorization: Bearer <api_key>`; unset means open."""
+    """When set, inference and model routes (`/v1/...`, `/v2/models/...`, gRPC model calls) need
+    `Authorization: Bearer <api_key>` (gRPC: `authorization` metadata); unset means open."""
 
     protect_metrics: bool = False
     """Also require the API key on `/metrics` (health endpoints stay open)."""

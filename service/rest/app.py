@@ -17,6 +17,7 @@ from service.backends.triton import TritonBackend
 from service.dataplane import DataPlane
 from service.errors import ModelGateError
 from service.metrics import Metrics
+from service.oip import grpc_api, http_api
 from service.repository import load_repository
 from service.rest import endpoints
 from service.rest.middleware import RequestContext
@@ -82,9 +83,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         readiness = await dataplane.ready()
         if not readiness.ready:
             log.warning("backend not ready yet: %s", readiness.reason)
+        grpc_server = None
         try:
+            if settings.grpc_enabled:  # OIP gRPC: same process, same event loop, same data plane
+                grpc_server = await grpc_api.start_server(dataplane)
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(settings.shutdown_grace_s)
             await dataplane.close()
 
     app = FastAPI(
@@ -98,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
     _install_error_handlers(app)
     app.include_router(endpoints.router)
+    app.include_router(http_api.router)
     return app
 
 

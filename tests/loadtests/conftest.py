@@ -26,6 +26,7 @@ def gateway_url(
         "MODELGATE_TRITON_URL": triton_server.grpc_url,
         "MODELGATE_HOST": "127.0.0.1",
         "MODELGATE_PORT": str(port),
+        "MODELGATE_GRPC_PORT": str(free_port()),
     }
     log = tmp_path_factory.mktemp("gateway") / "gateway.log"
     with log.open("wb") as sink:

@@ -32,6 +32,7 @@ class RunningGateway:
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="gateway", daemon=True)
         self.url = f"http://127.0.0.1:{settings.port}"
+        self.grpc_url = f"127.0.0.1:{settings.grpc_port}"
 
     def start(self) -> RunningGateway:
         self.thread.start()
@@ -60,6 +61,7 @@ def start_gateway(triton_server: LocalTriton, model_repository: Path) -> Iterato
             "model_repository": model_repository,
             "triton_url": triton_server.grpc_url,
             "port": free_port(),
+            "grpc_port": free_port(),
         }
         values.update(overrides)
         gateway = RunningGateway(Settings(**values)).start()
@@ -75,7 +77,10 @@ def start_gateway(triton_server: LocalTriton, model_repository: Path) -> Iterato
 def gateway(triton_server: LocalTriton, model_repository: Path) -> Iterator[RunningGateway]:
     """One gateway with default settings, shared by a test module."""
     settings = Settings(
-        model_repository=model_repository, triton_url=triton_server.grpc_url, port=free_port()
+        model_repository=model_repository,
+        triton_url=triton_server.grpc_url,
+        port=free_port(),
+        grpc_port=free_port(),
     )
     running = RunningGateway(settings).start()
     yield running

@@ -1,0 +1,195 @@
+"""What the OIP transports share: model metadata and the two ways to infer.
+
+1. Tensor passthrough: the model's own inputs (as in config.pbtxt) go to `DataPlane.infer_tensors`
+   (validated, batched, forwarded to Triton).
+2. Raw payloads: one extra BYTES input per model (`IMAGE_BYTES`, `TEXT` or `SEQUENCE_JSON`, one
+   element per item) goes to `DataPlane.predict` (decoded, preprocessed, batched).
+
+Either way the answer may hold the model's outputs (`LOGITS`) plus `PROBABILITIES` (softmax) and
+`LABELS` (the `top_k` best label names, best first). Triton's classification extension
+(`classification: k` on a requested output) is honoured too, answering "score:index:label".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.dataplane import DataPlane, RequestScope
+from service.errors import BadInput
+from service.postprocess import softmax
+from service.preprocess.image import decode_base64
+from service.repository import ModelSpec, PayloadKind, TensorSpec
+
+SERVER_NAME = "modelgate"
+SERVER_VERSION = "0.1.0"
+SERVER_EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration")
+PLATFORM = "onnxruntime_onnx"
+
+RAW_INPUTS: dict[PayloadKind, str] = {
+    "image": "IMAGE_BYTES",  # encoded image files (PNG, JPEG, ...); base64 strings in JSON
+    "text": "TEXT",  # UTF-8 strings
+    "sequence": "SEQUENCE_JSON",  # a JSON list of timesteps, each a list of channel values
+}
+PROBABILITIES = "PROBABILITIES"
+LABELS = "LABELS"
+TOP_K_PARAMETER = "top_k"
+DEFAULT_TOP_K = 1  # LABELS holds the best label unless the request asks for more
+
+
+@dataclass(frozen=True)
+class RequestedOutput:
+    """One entry of a request's `outputs`; `classification` > 0 asks for the top-k as strings."""
+
+    name: str
+    classification: int = 0
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """The model as OIP clients see it (inputs include the raw-payload input)."""
+
+    name: str
+    versions: tuple[str, ...]
+    platform: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": list(self.versions),
+            "platform": self.platform,
+            "inputs": [t.as_dict() for t in self.inputs],
+            "outputs": [t.as_dict() for t in self.outputs],
+        }
+
+
+def raw_input_name(spec: ModelSpec) -> str:
+    """Name of the model's raw-payload BYTES input."""
+    return RAW_INPUTS[spec.kind]
+
+
+def model_metadata(spec: ModelSpec) -> ModelMetadata:
+    """Inputs: the model's own plus the raw-payload one; outputs: its own plus probabilities and
+    labels. Shapes carry the leading batch dimension (-1), as Triton reports them."""
+    classes = len(spec.labels)
+    raw = TensorSpec(raw_input_name(spec), "BYTES", (1,))
+    extra_outputs = (
+        TensorSpec(PROBABILITIES, "FP32", (classes,)),
+        TensorSpec(LABELS, "BYTES", (-1,)),
+    )
+    return ModelMetadata(
+        name=spec.name,
+        versions=spec.versions,
+        platform=PLATFORM,
+        inputs=(*spec.inputs, raw),
+        outputs=(*spec.outputs, *extra_outputs),
+    )
+
+
+def _payload(kind: PayloadKind, name: str, item: Any) -> Any:
+    """One raw payload for the model's preprocessor from one BYTES element."""
+    if kind == "image":
+        if isinstance(item, str):  # JSON cannot carry binary data: base64 there
+            return decode_base64(item)
+        return item
+    if kind == "text":
+        return item
+    try:
+        return json.loads(item)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadInput(
+            f"input {name}: each element must be a JSON list of timesteps ({exc})"
+        ) from None
+
+
+def _raw_payloads(spec: ModelSpec, inputs: dict[str, np.ndarray]) -> list[Any]:
+    name = raw_input_name(spec)
+    if len(inputs) != 1:
+        others = sorted(set(inputs) - {name})
+        raise BadInput(f"input {name} carries raw payloads and must come alone, not with {others}")
+    array = inputs[name]
+    if array.dtype != np.object_:
+        raise BadInput(f"input {name} must be BYTES, got {array.dtype}")
+    if array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[1] != 1):
+        raise BadInput(f"input {name} must have shape [batch, 1], got {list(array.shape)}")
+    return [_payload(spec.kind, name, item) for item in array.reshape(-1)]
+
+
+def _labels(probabilities: np.ndarray, labels: tuple[str, ...], k: int) -> np.ndarray:
+    k = max(1, min(k, probabilities.shape[1]))
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    result = np.empty(order.shape, dtype=object)
+    for (row, col), index in np.ndenumerate(order):
+        result[row, col] = labels[index].encode() if index < len(labels) else str(index).encode()
+    return result
+
+
+def _classification(values: np.ndarray, labels: tuple[str, ...], k: int) -> np.ndarray:
+    """Triton's classification extension: "value:index:label" for the k largest values."""
+    rows = values.reshape(values.shape[0], -1)
+    k = max(1, min(k, rows.shape[1]))
+    order = np.argsort(-rows, axis=1, kind="stable")[:, :k]
+    result = np.empty(order.shape, dtype=object)
+    for (row, col), index in np.ndenumerate(order):
+        text = f"{rows[row, index]:f}:{index}"
+        if index < len(labels):
+            text += f":{labels[index]}"
+        result[row, col] = text.encode()
+    return result
+
+
+async def infer(
+    dataplane: DataPlane,
+    model: str,
+    version: str | None,
+    inputs: dict[str, np.ndarray],
+    requested: list[RequestedOutput] | None,
+    top_k: int | None,
+    scope: RequestScope,
+) -> dict[str, np.ndarray]:
+    """Run one OIP inference (passthrough or raw payloads); outputs in the order asked for."""
+    spec = dataplane.model(model, version)
+    if not inputs:
+        raise BadInput("the request has no inputs")
+    metadata = model_metadata(spec)
+    known = {t.name: t for t in metadata.outputs}
+    wanted = requested or [RequestedOutput(name) for name in known]
+    for output in wanted:
+        if output.name not in known:
+            raise BadInput(f"model {spec.name} has no output {output.name!r}; it has {list(known)}")
+        if output.classification < 0:
+            raise BadInput(f"output {output.name}: classification count must be positive")
+    k = DEFAULT_TOP_K if top_k is None else top_k
+    if k < 1:
+        raise BadInput(f"parameter {TOP_K_PARAMETER} must be at least 1")
+
+    if raw_input_name(spec) in inputs:
+        payloads = _raw_payloads(spec, inputs)
+        result = await dataplane.predict(spec.name, payloads, k, scope=scope, version=version)
+        assert result.logits is not None
+        model_outputs = {spec.output: result.logits.reshape(len(payloads), -1)}
+    else:
+        model_outputs = await dataplane.infer_tensors(spec.name, version, inputs, scope=scope)
+
+    logits = model_outputs[spec.output]
+    available = dict(model_outputs)
+    if any(o.name in (PROBABILITIES, LABELS) for o in wanted):
+        probabilities = softmax(logits.reshape(logits.shape[0], -1)).astype(np.float32)
+        available[PROBABILITIES] = probabilities
+        available[LABELS] = _labels(probabilities, spec.labels, k)
+    answer: dict[str, np.ndarray] = {}
+    for output in wanted:
+        array = available.get(output.name)
+        if array is None:  # a second model output the raw path does not produce
+            raise BadInput(f"output {output.name} is only available with tensor inputs")
+        if output.classification:
+            if array.dtype == np.object_:
+                raise BadInput(f"output {output.name} holds strings and cannot be classified")
+            array = _classification(array, spec.labels, output.classification)
+        answer[output.name] = array
+    return answer
