@@ -56,11 +56,12 @@ COPY --from=gateway-build /opt/venv /opt/venv
 # the gateway reads preprocessing.json, labels and tokenizers from it, Triton reads the ONNX files.
 ENV MODELGATE_HOST=0.0.0.0 \
     MODELGATE_PORT=8080 \
+    MODELGATE_GRPC_PORT=8081 \
     MODELGATE_WORKERS=1 \
     MODELGATE_MODEL_REPOSITORY=/models \
     MODELGATE_TRITON_URL=triton:8001
 USER 10001:10001
-EXPOSE 8080
+EXPOSE 8080 8081
 # Liveness of the process only; readiness (Triton reachable, models loaded) is /readyz.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('MODELGATE_PORT', '8080') + '/healthz', timeout=2)"]

@@ -210,6 +210,7 @@ def main() -> int:
                 "MODELGATE_MODEL_REPOSITORY": str(args.repository),
                 "MODELGATE_TRITON_URL": triton_url,
                 "MODELGATE_PORT": str(port),
+                "MODELGATE_GRPC_PORT": str(free_port()),
                 "MODELGATE_LOG_LEVEL": "warning",
             }
             for setting in args.gateway_setting:

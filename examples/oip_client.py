@@ -9,7 +9,7 @@ preprocessing (needs this repository on PYTHONPATH); the gateway validates, batc
 them to Triton exactly as Triton would take them.
 
     python examples/oip_client.py digits_cnn --input digit.png
-    python examples/oip_client.py langid_transformer --protocol grpc --url localhost:8001 \\
+    python examples/oip_client.py langid_transformer --protocol grpc --url localhost:8081 \\
         --input "dónde está la biblioteca"
     python examples/oip_client.py vowels_gru --input utterance.json --tensors
 
@@ -29,7 +29,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_URLS = {"http": "localhost:8000", "grpc": "localhost:8001"}
+DEFAULT_URLS = {"http": "localhost:8080", "grpc": "localhost:8081"}
 SAMPLE_TEXT = "the weather is nice today"
 
 
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("model", help="digits_cnn, langid_transformer or vowels_gru")
     parser.add_argument("--protocol", choices=["http", "grpc"], default="http")
-    parser.add_argument("--url", help="gateway host:port (default localhost:8000 / :8001)")
+    parser.add_argument("--url", help="gateway host:port (default localhost:8080 / :8081)")
     parser.add_argument("--input", help="image file, sentence, or JSON file of timesteps")
     parser.add_argument("--tensors", action="store_true", help="send the model's own tensors")
     parser.add_argument("--top-k", type=int, default=3, help="labels to return")

@@ -225,7 +225,7 @@ def _stop_process(process: subprocess.Popen[bytes], grace_s: float) -> None:
 @app.command()
 def up(
     host: str = typer.Option("127.0.0.1", help="Interface the gateway binds to."),
-    port: int = typer.Option(8000, help="Gateway port."),
+    port: int = typer.Option(8080, help="Gateway port."),
     grpc_port: int | None = typer.Option(
         None, help="Gateway OIP gRPC port (default: the gateway port + 1, as Triton's 8000/8001)."
     ),

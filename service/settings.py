@@ -37,14 +37,15 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     """Interface the REST server binds to."""
 
-    port: int = Field(default=8000, ge=0, le=65535)
-    """Port the REST server listens on."""
+    port: int = Field(default=8080, ge=0, le=65535)
+    """Port the REST server (REST API, OIP HTTP, health, metrics) listens on. Not Triton's 8000:
+    gateway and Triton often share a host."""
 
     grpc_enabled: bool = True
     """Also serve the Open Inference Protocol over gRPC (same process, port `grpc_port`)."""
 
-    grpc_port: int = Field(default=8001, ge=1, le=65535)
-    """Port of the OIP gRPC server (8001, like Triton's, so gRPC clients can switch over)."""
+    grpc_port: int = Field(default=8081, ge=1, le=65535)
+    """Port of the OIP gRPC server (the HTTP port + 1, as Triton pairs 8000/8001)."""
 
     grpc_max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Largest gRPC message received or sent in bytes (larger: RESOURCE_EXHAUSTED)."""

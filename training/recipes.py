@@ -279,7 +279,7 @@ def prepare_langid() -> Prepared:
             "limitations": (
                 "Trained on isolated frequent words, not running text: words shared by two "
                 "languages (la, de, est, ...) were left out of training, so phrases made mostly "
-                "of them can be misread (\"où est la gare\" comes out Swedish); names, numbers, "
+                'of them can be misread ("où est la gare" comes out Swedish); names, numbers, '
                 "code-switching and languages outside the eight are all forced into one of them; "
                 "one-word inputs are the hardest case."
             ),

@@ -141,6 +141,7 @@ def start_gateway(repository: Path, triton_urls: list[str], log_dir: Path) -> Ga
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         "MODELGATE_HOST": "127.0.0.1",
         "MODELGATE_PORT": str(port),
+        "MODELGATE_GRPC_PORT": str(free_port()),
         "MODELGATE_WORKERS": "1",
         "MODELGATE_MODEL_REPOSITORY": str(repository),
         "MODELGATE_TRITON_URL": ",".join(triton_urls),

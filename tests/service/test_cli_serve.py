@@ -55,6 +55,7 @@ def test_two_workers_share_metrics(triton_server: LocalTriton, model_repository:
             "MODELGATE_TRITON_URL": triton_server.grpc_url,
             "MODELGATE_LOG_LEVEL": "warning",
             "PROMETHEUS_MULTIPROC_DIR": "",  # let the command create a fresh one
+            "MODELGATE_GRPC_PORT": str(free_port()),
         },
         "--port",
         str(port),

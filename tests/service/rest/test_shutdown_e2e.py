@@ -30,6 +30,7 @@ def test_sigterm_drains_queued_requests(triton_server: LocalTriton, model_reposi
         "MODELGATE_MODEL_REPOSITORY": str(model_repository),
         "MODELGATE_TRITON_URL": triton_server.grpc_url,
         "MODELGATE_PORT": str(port),
+        "MODELGATE_GRPC_PORT": str(free_port()),
         "MODELGATE_LOG_LEVEL": "warning",
         # hold batches open for a while so requests are still queued when SIGTERM arrives
         "MODELGATE_MAX_BATCH_DELAY_MS": "1500",
