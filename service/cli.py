@@ -189,6 +189,7 @@ def serve(
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        access_log=settings.access_log,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
     )
 

@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     """Log level of the gateway and uvicorn."""
 
+    access_log: bool = False
+    """One uvicorn log line per HTTP request. Off by default: it costs CPU on the hot path, and
+    the metrics and `X-Request-ID` already account for every request."""
+
     @field_validator("triton_url")
     @classmethod
     def _check_urls(cls, value: str) -> str:
