@@ -63,8 +63,8 @@ class Settings(BaseSettings):
     batch_concurrency: int = Field(default=1, ge=1, le=64)
     """Batches in flight to the backend at once, per model and per Triton endpoint. One keeps
     the backend busy with larger batches: on a CPU-bound host each call to Triton costs the
-    gateway about as much as handling a request, so fewer, fuller batches serve more (raise it
-    for a Triton with several model instances or GPUs)."""
+    gateway a good part of what handling a request costs, so fewer, fuller batches serve more
+    (raise it for a Triton with several model instances or GPUs)."""
 
     max_queue_size: int = Field(default=256, ge=1)
     """Rows that may wait in one model's queue; beyond that requests get 503 with Retry-After."""
