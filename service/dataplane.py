@@ -12,9 +12,10 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,66 @@ class RequestScope:
     deadline: float
     status: int = 200
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Tracked:
+    """`DataPlane.track` as a plain class: a generator-based context manager costs noticeably
+    more on a path that runs for every request."""
+
+    __slots__ = ("_dataplane", "_scope")
+
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        model: str,
+        endpoint: str,
+        protocol: str,
+        request_id: str | None,
+    ) -> None:
+        started = time.monotonic()
+        self._dataplane = dataplane
+        self._scope = RequestScope(
+            model=model,
+            endpoint=endpoint,
+            protocol=protocol,
+            request_id=request_id or uuid.uuid4().hex,
+            started=started,
+            deadline=started + dataplane.settings.request_timeout_s,
+        )
+
+    async def __aenter__(self) -> RequestScope:
+        self._dataplane.metrics.inflight.inc()
+        return self._scope
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        scope = self._scope
+        reason: str | None = None
+        if exc is None:
+            pass
+        elif isinstance(exc, ModelGateError):
+            scope.status, reason = exc.http_status, exc.reason
+        elif isinstance(exc, asyncio.CancelledError):  # client went away
+            scope.status, reason = 499, None
+        elif isinstance(exc, Exception):
+            scope.status, reason = 500, "internal"
+            log.error("request %s failed", scope.request_id, exc_info=exc)
+        dataplane = self._dataplane
+        metrics = dataplane.metrics
+        metrics.inflight.dec()
+        label = scope.model if scope.model in dataplane._models else UNKNOWN_MODEL
+        metrics.observe_request(
+            label,
+            scope.endpoint,
+            scope.protocol,
+            scope.status,
+            time.monotonic() - scope.started,
+            reason,
+        )
 
 
 class _Model:
@@ -150,40 +211,11 @@ class DataPlane:
 
     # -- request accounting -------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def track(
+    def track(
         self, model: str, endpoint: str, protocol: str, request_id: str | None = None
-    ) -> AsyncIterator[RequestScope]:
+    ) -> AbstractAsyncContextManager[RequestScope]:
         """Time one request of any transport and count it by status class and error reason."""
-        started = time.monotonic()
-        scope = RequestScope(
-            model=model,
-            endpoint=endpoint,
-            protocol=protocol,
-            request_id=request_id or uuid.uuid4().hex,
-            started=started,
-            deadline=started + self.settings.request_timeout_s,
-        )
-        reason: str | None = None
-        self.metrics.inflight.inc()
-        try:
-            yield scope
-        except ModelGateError as exc:
-            scope.status, reason = exc.http_status, exc.reason
-            raise
-        except asyncio.CancelledError:  # client went away
-            scope.status, reason = 499, None
-            raise
-        except Exception:
-            scope.status, reason = 500, "internal"
-            log.exception("request %s failed", scope.request_id)
-            raise
-        finally:
-            self.metrics.inflight.dec()
-            label = scope.model if scope.model in self._models else UNKNOWN_MODEL
-            self.metrics.observe_request(
-                label, endpoint, protocol, scope.status, time.monotonic() - started, reason
-            )
+        return _Tracked(self, model, endpoint, protocol, request_id)
 
     def _stage(self, model: str, stage: str, started: float) -> float:
         now = time.monotonic()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -127,6 +128,10 @@ class Metrics:
             for reason in ERROR_REASONS:
                 self.errors.labels(model=model, reason=reason)
             self.queue_depth.labels(model=model).set(0)
+        # Labelled children by label values: `.labels(...)` takes a lock and builds a key on
+        # every call, which shows on the request path; the label sets are small and bounded.
+        self._request_children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+        self._stage_children: dict[tuple[str, str], Any] = {}
 
     def observer(self, model: str) -> ModelObserver:
         """The batcher observer for `model`."""
@@ -134,7 +139,12 @@ class Metrics:
 
     def observe_stage(self, model: str, stage: str, seconds: float) -> None:
         """Record one stage duration."""
-        self.stage_duration.labels(model=model, stage=stage).observe(seconds)
+        child = self._stage_children.get((model, stage))
+        if child is None:
+            child = self._stage_children.setdefault(
+                (model, stage), self.stage_duration.labels(model=model, stage=stage)
+            )
+        child.observe(seconds)
 
     def observe_request(
         self,
@@ -146,9 +156,15 @@ class Metrics:
         reason: str | None,
     ) -> None:
         """Record one finished request (and its error reason when it failed)."""
-        cls = status_class(status)
-        self.request_duration.labels(model, endpoint, protocol, cls).observe(seconds)
-        self.requests.labels(model, endpoint, protocol, cls).inc()
+        key = (model, endpoint, protocol, status_class(status))
+        children = self._request_children.get(key)
+        if children is None:
+            children = self._request_children.setdefault(
+                key, (self.request_duration.labels(*key), self.requests.labels(*key))
+            )
+        duration, count = children
+        duration.observe(seconds)
+        count.inc()
         if reason is not None:
             self.errors.labels(model=model, reason=reason).inc()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,7 +32,7 @@ class TensorSpec:
     datatype: str  # Triton datatype name: FP32, INT64, BYTES, ...
     dims: tuple[int, ...]  # -1 marks a variable dimension
 
-    @property
+    @cached_property  # checked on every request
     def np_dtype(self) -> np.dtype[Any]:
         """The numpy dtype Triton expects for this tensor."""
         return np.dtype(triton_to_np_dtype(self.datatype))

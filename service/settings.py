@@ -60,8 +60,11 @@ class Settings(BaseSettings):
     """Longest the oldest queued request waits for a batch to fill; default: the model's
     `max_queue_delay_microseconds` (0 means: send whatever has queued as soon as a slot is free)."""
 
-    batch_concurrency: int = Field(default=2, ge=1, le=64)
-    """Batches in flight to the backend at once, per model and per Triton endpoint."""
+    batch_concurrency: int = Field(default=1, ge=1, le=64)
+    """Batches in flight to the backend at once, per model and per Triton endpoint. One keeps
+    the backend busy with larger batches: on a CPU-bound host each call to Triton costs the
+    gateway a good part of what handling a request costs, so fewer, fuller batches serve more
+    (raise it for a Triton with several model instances or GPUs)."""
 
     max_queue_size: int = Field(default=256, ge=1)
     """Rows that may wait in one model's queue; beyond that requests get 503 with Retry-After."""

@@ -46,6 +46,7 @@ class TritonBackend(InferenceBackend):
         self._up_gauge = up_gauge  # prometheus Gauge with an `endpoint` label, or None
         self._clients: list[Any] = []
         self._next = itertools.cycle(range(len(self.urls)))
+        self._outputs: dict[str, list[Any]] = {}
 
     async def start(self) -> None:
         if self.protocol == "grpc":
@@ -73,12 +74,15 @@ class TritonBackend(InferenceBackend):
             item = module.InferInput(tensor.name, list(array.shape), tensor.datatype)
             item.set_data_from_numpy(array)
             infer_inputs.append(item)
-        if self.protocol == "grpc":
-            outputs = [grpcclient.InferRequestedOutput(o.name) for o in spec.outputs]
-        else:
-            outputs = [
-                httpclient.InferRequestedOutput(o.name, binary_data=True) for o in spec.outputs
-            ]
+        outputs = self._outputs.get(spec.name)
+        if outputs is None:  # the same for every batch of the model: built once
+            if self.protocol == "grpc":
+                outputs = [grpcclient.InferRequestedOutput(o.name) for o in spec.outputs]
+            else:
+                outputs = [
+                    httpclient.InferRequestedOutput(o.name, binary_data=True) for o in spec.outputs
+                ]
+            self._outputs[spec.name] = outputs
         return infer_inputs, outputs
 
     async def _call(

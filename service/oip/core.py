@@ -13,7 +13,9 @@ Either way the answer may hold the model's outputs (`LOGITS`) plus `PROBABILITIE
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -58,6 +60,16 @@ class ModelMetadata:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
+    @cached_property
+    def output_names(self) -> tuple[str, ...]:
+        """Every output's name, in order."""
+        return tuple(t.name for t in self.outputs)
+
+    @cached_property
+    def all_outputs(self) -> tuple[RequestedOutput, ...]:
+        """What a request without `outputs` gets: every output, unclassified."""
+        return tuple(RequestedOutput(t.name) for t in self.outputs)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -73,9 +85,22 @@ def raw_input_name(spec: ModelSpec) -> str:
     return RAW_INPUTS[spec.kind]
 
 
+# Metadata per served spec object, built once: `infer` needs the output names on every request.
+_METADATA: dict[int, tuple[ModelSpec, ModelMetadata]] = {}
+
+
 def model_metadata(spec: ModelSpec) -> ModelMetadata:
     """Inputs: the model's own plus the raw-payload one; outputs: its own plus probabilities and
     labels. Shapes carry the leading batch dimension (-1), as Triton reports them."""
+    cached = _METADATA.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    metadata = _build_metadata(spec)
+    _METADATA[id(spec)] = (spec, metadata)
+    return metadata
+
+
+def _build_metadata(spec: ModelSpec) -> ModelMetadata:
     classes = len(spec.labels)
     raw = TensorSpec(raw_input_name(spec), "BYTES", (1,))
     extra_outputs = (
@@ -157,13 +182,19 @@ async def infer(
     if not inputs:
         raise BadInput("the request has no inputs")
     metadata = model_metadata(spec)
-    known = {t.name: t for t in metadata.outputs}
-    wanted = requested or [RequestedOutput(name) for name in known]
-    for output in wanted:
-        if output.name not in known:
-            raise BadInput(f"model {spec.name} has no output {output.name!r}; it has {list(known)}")
-        if output.classification < 0:
-            raise BadInput(f"output {output.name}: classification count must be positive")
+    wanted: Sequence[RequestedOutput]
+    if not requested:
+        wanted = metadata.all_outputs
+    else:
+        wanted = requested
+        for output in wanted:
+            if output.name not in metadata.output_names:
+                raise BadInput(
+                    f"model {spec.name} has no output {output.name!r}; "
+                    f"it has {list(metadata.output_names)}"
+                )
+            if output.classification < 0:
+                raise BadInput(f"output {output.name}: classification count must be positive")
     k = DEFAULT_TOP_K if top_k is None else top_k
     if k < 1:
         raise BadInput(f"parameter {TOP_K_PARAMETER} must be at least 1")

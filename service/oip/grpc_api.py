@@ -163,14 +163,19 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         """Run `call`; a gateway error aborts the RPC with its gRPC code (outside any tracking)."""
         try:
             return await call()
-        except ModelGateError as exc:
+        except Exception as exc:
+            await InferenceService._abort(context, exc)
+        raise AssertionError("unreachable: abort raises")
+
+    @staticmethod
+    async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+        """End the RPC for `exc`: a gateway error with its gRPC code, anything else INTERNAL."""
+        if isinstance(exc, ModelGateError):
             if "Retry-After" in exc.headers:
                 context.set_trailing_metadata((("retry-after", exc.headers["Retry-After"]),))
             await context.abort(exc.grpc_code, exc.message)
-        except Exception:
-            log.exception("gRPC call failed")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
-        raise AssertionError("unreachable: abort raises")
+        log.error("gRPC call failed", exc_info=exc)
+        await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
 
     async def ServerLive(
         self, request: service_pb2.ServerLiveRequest, context: grpc.aio.ServicerContext
@@ -229,9 +234,10 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: service_pb2.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.ModelInferResponse:
+        # The hot path: written out instead of going through `_answer` (one closure and one
+        # coroutine less per request); errors end the same way.
         dataplane = self.dataplane
-
-        async def call() -> service_pb2.ModelInferResponse:
+        try:
             async with dataplane.track(request.model_name, "infer", "v2_grpc") as scope:
                 self._check_api_key(context)
                 version = request.model_version or None
@@ -246,8 +252,9 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
                     scope,
                 )
                 return encode_response(spec.name, spec.version, request.id, outputs)
-
-        return await self._answer(context, call)
+        except Exception as exc:
+            await self._abort(context, exc)
+        raise AssertionError("unreachable: abort raises")
 
 
 def _unimplemented(method: str) -> Callable[..., Awaitable[None]]:

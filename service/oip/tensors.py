@@ -31,6 +31,11 @@ _DTYPES: dict[str, np.dtype[Any]] = {
     "FP64": np.dtype("<f8"),
 }
 BYTES = "BYTES"
+# numpy dtype -> OIP datatype, for answers (a dict lookup instead of comparing every dtype).
+_DATATYPES: dict[np.dtype[Any], str] = {
+    **{dtype: name for name, dtype in _DTYPES.items()},
+    np.dtype(np.object_): BYTES,
+}
 # JSON values a datatype accepts, as numpy dtype kinds (ints are fine for floats, not vice versa).
 _JSON_KINDS = {"b": "b", "u": "iu", "i": "iu", "f": "iuf"}
 
@@ -50,12 +55,10 @@ def numpy_dtype(name: str, datatype: str) -> np.dtype[Any]:
 
 def datatype_of(array: np.ndarray) -> str:
     """The OIP datatype of a numpy array."""
-    if array.dtype == np.object_:
-        return BYTES
-    for name, dtype in _DTYPES.items():
-        if array.dtype == dtype:
-            return name
-    raise ValueError(f"no OIP datatype for numpy dtype {array.dtype}")
+    name = _DATATYPES.get(array.dtype)
+    if name is None:
+        raise ValueError(f"no OIP datatype for numpy dtype {array.dtype}")
+    return name
 
 
 def check_shape(name: str, shape: Any) -> list[int]:

@@ -197,6 +197,29 @@ def test_deadline_while_in_flight_still_gives_504() -> None:
     asyncio.run(scenario())
 
 
+def test_cancelled_caller_leaves_the_queue_and_others_still_get_answers() -> None:
+    async def scenario() -> None:
+        model = GatedModel(open_gate=False)
+        batcher = make(model)
+        inflight = asyncio.create_task(submit(batcher, 1))
+        await model.started.wait()
+        gone = asyncio.create_task(submit(batcher, 99))  # queued behind the busy slot
+        waiting = asyncio.create_task(submit(batcher, 3))
+        await asyncio.sleep(0)
+        assert batcher.queued_rows == 2
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert batcher.queued_rows == 1
+        model.gate.set()
+        assert await inflight == 2
+        assert await waiting == 6
+        assert all(99.0 not in b for b in model.batches)
+        await batcher.close(1)
+
+    asyncio.run(scenario())
+
+
 def test_backend_errors_reach_every_caller_of_the_batch() -> None:
     async def scenario() -> None:
         model = GatedModel(open_gate=False)
