@@ -21,11 +21,6 @@ import asyncio
 import base64
 import io
 import json
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -33,19 +28,21 @@ from typing import Any
 import aiohttp
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
+from common import (  # first: puts the project root on sys.path
+    add_common_arguments,
+    closed_loop,
+    latency_summary,
+    start_gateway,
+)
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from service import preprocess  # noqa: E402
-from service.backends.triton import TritonBackend  # noqa: E402
-from service.cli import wait_for_gateway  # noqa: E402
-from service.dataplane import DataPlane  # noqa: E402
-from service.local_triton import LocalTriton, free_port  # noqa: E402
-from service.metrics import Metrics  # noqa: E402
-from service.repository import ModelSpec, load_repository  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from service import preprocess
+from service.backends.triton import TritonBackend
+from service.dataplane import DataPlane
+from service.local_triton import LocalTriton
+from service.metrics import Metrics
+from service.repository import ModelSpec, load_repository
+from service.settings import Settings
 
 
 def sample_payload(spec: ModelSpec) -> tuple[dict[str, Any], Any]:
@@ -66,35 +63,6 @@ def sample_payload(spec: ModelSpec) -> tuple[dict[str, Any], Any]:
     steps = (rng.normal(size=(20, spec.sequence.channels)) * np.array(spec.sequence.std)
              + np.array(spec.sequence.mean)).round(4).tolist()  # fmt: skip
     return {"inputs": steps, "top_k": 1}, steps
-
-
-async def closed_loop(
-    call: Callable[[], Awaitable[None]], concurrency: int, warmup_s: float, duration_s: float
-) -> tuple[list[float], float, int]:
-    """Run `concurrency` workers; returns latencies after warm-up, measured seconds and errors."""
-    latencies: list[float] = []
-    errors = 0
-    start = time.perf_counter()
-    measure_from = start + warmup_s
-    stop_at = measure_from + duration_s
-
-    async def worker() -> None:
-        nonlocal errors
-        while True:
-            t0 = time.perf_counter()
-            if t0 >= stop_at:
-                return
-            try:
-                await call()
-            except Exception:
-                errors += 1
-                continue
-            t1 = time.perf_counter()
-            if t0 >= measure_from:
-                latencies.append(t1 - t0)
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, duration_s, errors
 
 
 async def bench_triton(url: str, spec: ModelSpec, tensors: dict[str, np.ndarray], args: Any) -> Any:
@@ -154,40 +122,16 @@ async def bench_core(
         await dataplane.close()
 
 
-def summary(name: str, result: tuple[list[float], float, int]) -> dict[str, float]:
+def summary(name: str, result: tuple[list[float], float, int]) -> dict[str, Any]:
     latencies, seconds, errors = result
-    array = np.asarray(latencies) * 1000
-    return {
-        "path": name,  # type: ignore[dict-item]
-        "requests": len(latencies),
-        "errors": errors,
-        "throughput_rps": len(latencies) / seconds,
-        "p50_ms": float(np.percentile(array, 50)) if len(array) else float("nan"),
-        "p99_ms": float(np.percentile(array, 99)) if len(array) else float("nan"),
-    }
+    return {"path": name, **latency_summary(latencies, errors, seconds)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="vowels_gru")
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per path")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per path")
-    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
-    parser.add_argument("--triton-url", help="existing Triton gRPC host:port (default: start one)")
-    parser.add_argument(
-        "--gateway-url", help="existing gateway http://host:port (default: start one)"
-    )
-    parser.add_argument(
-        "--gateway-setting",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="extra gateway setting for the started gateway, e.g. max_batch_size=1 (repeatable)",
-    )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON too")
+    add_common_arguments(parser, model="vowels_gru", gateway_url="http://host:port")
     args = parser.parse_args()
 
     specs = load_repository(args.repository)
@@ -201,25 +145,10 @@ def main() -> int:
         if triton_url is None:
             triton = stack.enter_context(LocalTriton(args.repository))
             triton_url = triton.grpc_url
-        gateway_url = args.gateway_url
-        if gateway_url is None:
-            port = free_port()
-            env = {
-                **os.environ,
-                "PYTHONPATH": str(ROOT),
-                "MODELGATE_MODEL_REPOSITORY": str(args.repository),
-                "MODELGATE_TRITON_URL": triton_url,
-                "MODELGATE_PORT": str(port),
-                "MODELGATE_GRPC_PORT": str(free_port()),
-                "MODELGATE_LOG_LEVEL": "warning",
-            }
-            for setting in args.gateway_setting:
-                name, _, value = setting.partition("=")
-                env[f"MODELGATE_{name.upper()}"] = value
-            gateway = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env)
-            stack.callback(lambda: (gateway.terminate(), gateway.wait(30)))
-            gateway_url = f"http://127.0.0.1:{port}"
-            wait_for_gateway(gateway_url, gateway, timeout_s=60)
+        gateway_url = (
+            args.gateway_url
+            or start_gateway(stack, args.repository, triton_url, args.gateway_setting)[0]
+        )
 
         direct = summary(
             "triton-direct (gRPC, tensors)",

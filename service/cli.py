@@ -213,7 +213,7 @@ def wait_for_gateway(url: str, process: subprocess.Popen[bytes], timeout_s: floa
     raise RuntimeError(f"the gateway was not ready within {timeout_s:.0f} s: {last}")
 
 
-def _stop_process(process: subprocess.Popen[bytes], grace_s: float) -> None:
+def stop_process(process: subprocess.Popen[bytes], grace_s: float) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -295,7 +295,7 @@ def up(
         code = 1
     finally:
         if gateway is not None:
-            _stop_process(gateway, grace_s=Settings.model_fields["shutdown_grace_s"].default + 5)
+            stop_process(gateway, grace_s=Settings.model_fields["shutdown_grace_s"].default + 5)
         triton.stop()
         signal.signal(signal.SIGTERM, previous)
         typer.echo("Stopped.")

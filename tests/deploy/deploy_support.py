@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +15,9 @@ from typing import Any
 
 import httpx
 import yaml
+
+from service.cli import stop_process as cli_stop_process
+from service.local_triton import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -117,12 +118,6 @@ class Gateway:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
     give_up = time.monotonic() + timeout_s
     while time.monotonic() < give_up:
@@ -171,10 +166,5 @@ def start_gateway(repository: Path, triton_urls: list[str], log_dir: Path) -> Ga
 
 
 def stop_process(process: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """SIGTERM, then kill after `grace_s`: the CLI's own way of stopping a server."""
+    cli_stop_process(process, grace_s)

@@ -1,0 +1,117 @@
+"""What the gateway benchmarks share: common options, starting a gateway, summarising a run."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from service.cli import stop_process, wait_for_gateway  # noqa: E402
+from service.local_triton import free_port  # noqa: E402
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, model: str, gateway_url: str) -> None:
+    """Options every gateway benchmark takes; `gateway_url` says what address form it wants."""
+    parser.add_argument("--model", default=model)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per path")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds per path")
+    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--triton-url", help="existing Triton gRPC host:port (default: start one)")
+    parser.add_argument(
+        "--gateway-url", help=f"existing gateway {gateway_url} (default: start one)"
+    )
+    parser.add_argument(
+        "--gateway-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra setting for the started gateway, e.g. max_batch_size=1 (repeatable)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON too")
+
+
+def start_gateway(
+    stack: ExitStack, repository: Path, triton_url: str, settings: list[str]
+) -> tuple[str, str]:
+    """`modelgate serve` (one worker) on free ports; returns its HTTP URL and gRPC host:port."""
+    http_port, grpc_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "MODELGATE_MODEL_REPOSITORY": str(repository),
+        "MODELGATE_TRITON_URL": triton_url,
+        "MODELGATE_PORT": str(http_port),
+        "MODELGATE_GRPC_PORT": str(grpc_port),
+        "MODELGATE_LOG_LEVEL": "warning",
+    }
+    for setting in settings:
+        name, _, value = setting.partition("=")
+        env[f"MODELGATE_{name.upper()}"] = value
+    gateway = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env)
+    stack.callback(stop_process, gateway, 30.0)
+    http_url = f"http://127.0.0.1:{http_port}"
+    wait_for_gateway(http_url, gateway, timeout_s=60)
+    return http_url, f"127.0.0.1:{grpc_port}"
+
+
+async def closed_loop(
+    call: Callable[[], Awaitable[None]], concurrency: int, warmup_s: float, duration_s: float
+) -> tuple[list[float], float, int]:
+    """Run `concurrency` workers; returns latencies after warm-up, measured seconds and errors."""
+    latencies: list[float] = []
+    errors = 0
+    start = time.perf_counter()
+    measure_from = start + warmup_s
+    stop_at = measure_from + duration_s
+
+    async def worker() -> None:
+        nonlocal errors
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= stop_at:
+                return
+            try:
+                await call()
+            except Exception:
+                errors += 1
+                continue
+            t1 = time.perf_counter()
+            if t0 >= measure_from:
+                latencies.append(t1 - t0)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, duration_s, errors
+
+
+def latency_summary(latencies_s: list[float], errors: int, seconds: float) -> dict[str, float]:
+    """Throughput and p50/p99 (milliseconds) of one measured window."""
+    ms = np.asarray(latencies_s) * 1000
+    return {
+        "requests": len(latencies_s),
+        "errors": errors,
+        "throughput_rps": len(latencies_s) / seconds,
+        "p50_ms": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
+        "p99_ms": float(np.percentile(ms, 99)) if len(ms) else float("nan"),
+    }
+
+
+def print_results(results: dict[str, dict[str, float]]) -> None:
+    width = max(len(name) for name in results) + 2
+    print(f"{'path':{width}} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    for name, row in results.items():
+        print(
+            f"{name:{width}} {row['throughput_rps']:8.0f} {row['p50_ms']:8.2f} "
+            f"{row['p99_ms']:8.2f} {row['errors']:7.0f}"
+        )
