@@ -1,9 +1,11 @@
-"""What the gateway benchmarks share: common options, starting a gateway, summarising a run."""
+"""What the gateway benchmarks share: payloads, options, a gateway, the closed loop, summaries."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
+import json
 import os
 import subprocess
 import sys
@@ -11,14 +13,53 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import tritonclient.grpc.aio as grpcaio
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from service import preprocess  # noqa: E402
 from service.cli import stop_process, wait_for_gateway  # noqa: E402
 from service.local_triton import free_port  # noqa: E402
+from service.repository import ModelSpec  # noqa: E402
+
+
+def sample_payload(spec: ModelSpec) -> tuple[Any, bytes]:
+    """One realistic raw payload for the model (as its preprocessor takes it) and its bytes."""
+    rng = np.random.default_rng(0)
+    if spec.image is not None:
+        pixels = (rng.random((spec.image.height, spec.image.width)) * 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels, "L").save(buffer, format="PNG")
+        return buffer.getvalue(), buffer.getvalue()
+    if spec.text is not None:
+        text = "the weather is nice today and we walk to the harbour"
+        return text, text.encode()
+    assert spec.sequence is not None
+    steps = rng.normal(size=(20, spec.sequence.channels)) * np.array(spec.sequence.std)
+    steps = (steps + np.array(spec.sequence.mean)).round(4).tolist()
+    return steps, json.dumps(steps).encode()
+
+
+def model_tensors(spec: ModelSpec, payload: Any) -> dict[str, np.ndarray]:
+    """The payload preprocessed exactly as the gateway does it (no batch axis)."""
+    pre = preprocess.for_model(spec, max_image_pixels=10**8)
+    return pre.preprocess(pre.decode(payload))
+
+
+def grpc_inputs(spec: ModelSpec, tensors: dict[str, np.ndarray]) -> list[grpcaio.InferInput]:
+    """The model's own inputs for one row, ready for `tritonclient.grpc.aio`."""
+    inputs = []
+    for tensor in spec.inputs:
+        array = tensors[tensor.name][None, ...]
+        item = grpcaio.InferInput(tensor.name, list(array.shape), tensor.datatype)
+        item.set_data_from_numpy(array)
+        inputs.append(item)
+    return inputs
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, model: str, gateway_url: str) -> None:

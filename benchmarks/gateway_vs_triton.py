@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import io
 import json
 from contextlib import ExitStack
 from pathlib import Path
@@ -31,12 +30,13 @@ import tritonclient.grpc.aio as grpcaio
 from common import (  # first: puts the project root on sys.path
     add_common_arguments,
     closed_loop,
+    grpc_inputs,
     latency_summary,
+    model_tensors,
+    sample_payload,
     start_gateway,
 )
-from PIL import Image
 
-from service import preprocess
 from service.backends.triton import TritonBackend
 from service.dataplane import DataPlane
 from service.local_triton import LocalTriton
@@ -45,35 +45,16 @@ from service.repository import ModelSpec, load_repository
 from service.settings import Settings
 
 
-def sample_payload(spec: ModelSpec) -> tuple[dict[str, Any], Any]:
-    """A JSON body for the gateway and the raw payload it carries."""
-    rng = np.random.default_rng(0)
-    if spec.image is not None:
-        pixels = (rng.random((spec.image.height, spec.image.width)) * 255).astype(np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(pixels, "L").save(buffer, format="PNG")
-        return {
-            "inputs": [base64.b64encode(buffer.getvalue()).decode()],
-            "top_k": 1,
-        }, buffer.getvalue()
-    if spec.text is not None:
-        text = "the weather is nice today and we walk to the harbour"
-        return {"inputs": [text], "top_k": 1}, text
-    assert spec.sequence is not None
-    steps = (rng.normal(size=(20, spec.sequence.channels)) * np.array(spec.sequence.std)
-             + np.array(spec.sequence.mean)).round(4).tolist()  # fmt: skip
-    return {"inputs": steps, "top_k": 1}, steps
+def rest_body(spec: ModelSpec, payload: Any) -> dict[str, Any]:
+    """The REST predict body carrying the raw payload (images as base64)."""
+    item = base64.b64encode(payload).decode() if spec.image is not None else payload
+    return {"inputs": item if spec.sequence is not None else [item], "top_k": 1}
 
 
 async def bench_triton(url: str, spec: ModelSpec, tensors: dict[str, np.ndarray], args: Any) -> Any:
     client = grpcaio.InferenceServerClient(url)
     outputs = [grpcaio.InferRequestedOutput(spec.output)]
-    inputs = []
-    for tensor in spec.inputs:
-        array = tensors[tensor.name][None, ...]
-        item = grpcaio.InferInput(tensor.name, list(array.shape), tensor.datatype)
-        item.set_data_from_numpy(array)
-        inputs.append(item)
+    inputs = grpc_inputs(spec, tensors)
 
     async def call() -> None:
         await client.infer(spec.name, inputs, outputs=outputs)
@@ -136,9 +117,9 @@ def main() -> int:
 
     specs = load_repository(args.repository)
     spec = specs[args.model]
-    body, payload = sample_payload(spec)
-    pre = preprocess.for_model(spec, max_image_pixels=10**8)
-    tensors = pre.preprocess(pre.decode(payload))
+    payload, _ = sample_payload(spec)
+    body = rest_body(spec, payload)
+    tensors = model_tensors(spec, payload)
 
     with ExitStack() as stack:
         triton_url = args.triton_url

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 from contextlib import ExitStack
 from typing import Any
@@ -28,45 +27,17 @@ import tritonclient.grpc.aio as grpcaio
 from common import (  # first: puts the project root on sys.path
     add_common_arguments,
     closed_loop,
+    grpc_inputs,
     latency_summary,
+    model_tensors,
     print_results,
+    sample_payload,
     start_gateway,
 )
-from PIL import Image
 
-from service import preprocess
 from service.local_triton import LocalTriton
 from service.oip.core import raw_input_name
 from service.repository import ModelSpec, load_repository
-
-
-def sample(spec: ModelSpec) -> tuple[Any, bytes]:
-    """One realistic raw payload for the model and its BYTES encoding."""
-    rng = np.random.default_rng(0)
-    if spec.image is not None:
-        pixels = (rng.random((spec.image.height, spec.image.width)) * 255).astype(np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(pixels, "L").save(buffer, format="PNG")
-        return buffer.getvalue(), buffer.getvalue()
-    if spec.text is not None:
-        text = "the weather is nice today and we walk to the harbour"
-        return text, text.encode()
-    assert spec.sequence is not None
-    steps = rng.normal(size=(20, spec.sequence.channels)) * np.array(spec.sequence.std)
-    steps = (steps + np.array(spec.sequence.mean)).round(4).tolist()
-    return steps, json.dumps(steps).encode()
-
-
-def tensor_inputs(spec: ModelSpec, payload: Any) -> list[grpcaio.InferInput]:
-    pre = preprocess.for_model(spec, max_image_pixels=10**8)
-    tensors = pre.preprocess(pre.decode(payload))
-    inputs = []
-    for tensor in spec.inputs:
-        array = tensors[tensor.name][None, ...]
-        item = grpcaio.InferInput(tensor.name, list(array.shape), tensor.datatype)
-        item.set_data_from_numpy(array)
-        inputs.append(item)
-    return inputs
 
 
 def raw_inputs(spec: ModelSpec, encoded: bytes) -> list[grpcaio.InferInput]:
@@ -102,8 +73,8 @@ def main() -> int:
     args = parser.parse_args()
 
     spec = load_repository(args.repository)[args.model]
-    payload, encoded = sample(spec)
-    tensors = tensor_inputs(spec, payload)
+    payload, encoded = sample_payload(spec)
+    tensors = grpc_inputs(spec, model_tensors(spec, payload))
     logits = [grpcaio.InferRequestedOutput(spec.output)]
     results: dict[str, dict[str, float]] = {}
     with ExitStack() as stack:
