@@ -21,6 +21,7 @@ import os
 import random
 import re
 import time
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
@@ -102,48 +103,54 @@ class SlaTargetUser(User):
     wait_time = constant(SLA.load.think_time_s)
 
 
-class RestPredictUser(FastHttpUser, SlaTargetUser):
+class HttpTargetUser(FastHttpUser, SlaTargetUser):
+    """Posts one pooled body per task; any non-200 answer, or a body `check` rejects, fails."""
+
     abstract = True
     network_timeout = SLA.request_timeout_s
     connection_timeout = SLA.request_timeout_s
+
+    def post(self, path: str, body: Any, check: Callable[[dict[str, Any]], str | None]) -> None:
+        with self.client.post(
+            path,
+            data=body.body,  # bytes are sent as they are
+            headers={"Content-Type": body.content_type, **AUTHORIZATION},
+            name=self.target.name,
+            catch_response=True,
+        ) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
+            elif (problem := check(response.json() or {})) is not None:
+                response.failure(problem)
+
+
+class RestPredictUser(HttpTargetUser):
+    abstract = True
 
     @task
     def predict(self) -> None:
         body = random.choice(rest_pool(self.target))
-        with self.client.post(
-            f"/v1/models/{self.target.model}/predict",
-            data=body.body,  # type: ignore[arg-type]  # bytes are sent as they are
-            headers={"Content-Type": body.content_type, **AUTHORIZATION},
-            name=self.target.name,
-            catch_response=True,
-        ) as response:
-            if response.status_code != 200:
-                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
-                return
-            predictions = (response.json() or {}).get("predictions")
+
+        def check(answer: dict[str, Any]) -> str | None:
+            predictions = answer.get("predictions")
             if not isinstance(predictions, list) or len(predictions) != body.items:
-                response.failure(f"expected {body.items} predictions, got {predictions!r:.200}")
+                return f"expected {body.items} predictions, got {predictions!r:.200}"
+            return None
+
+        self.post(f"/v1/models/{self.target.model}/predict", body, check)
 
 
-class V2HttpInferUser(FastHttpUser, SlaTargetUser):
+class V2HttpInferUser(HttpTargetUser):
     abstract = True
-    network_timeout = SLA.request_timeout_s
-    connection_timeout = SLA.request_timeout_s
 
     @task
     def infer(self) -> None:
         body = random.choice(v2_json_pool(self.target))
-        with self.client.post(
+        self.post(
             f"/v2/models/{self.target.model}/infer",
-            data=body.body,  # type: ignore[arg-type]  # bytes are sent as they are
-            headers={"Content-Type": body.content_type, **AUTHORIZATION},
-            name=self.target.name,
-            catch_response=True,
-        ) as response:
-            if response.status_code != 200:
-                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
-            elif not (response.json() or {}).get("outputs"):
-                response.failure("response has no outputs")
+            body,
+            lambda answer: None if answer.get("outputs") else "response has no outputs",
+        )
 
 
 class V2GrpcInferUser(SlaTargetUser):
