@@ -35,8 +35,6 @@ TRITON_TYPES = {"float32": mc.TYPE_FP32, "int64": mc.TYPE_INT64, "int32": mc.TYP
 # Triton's dynamic batcher: no artificial delay. Triton still batches whatever
 # queued while the instance was busy (docs/architecture.md, "Batching").
 QUEUE_DELAY_US = 0
-# Bounded queue: beyond this Triton rejects at once instead of growing latency.
-MAX_QUEUE_SIZE = 256
 INTRA_OP_THREADS = 2
 
 
@@ -58,10 +56,10 @@ def model_config(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec])
         )
     batching = config.dynamic_batching
     batching.max_queue_delay_microseconds = QUEUE_DELAY_US
-    policy = batching.default_queue_policy
-    policy.timeout_action = mc.ModelQueuePolicy.REJECT
-    policy.allow_timeout_override = True
-    policy.max_queue_size = MAX_QUEUE_SIZE
+    # No default_queue_policy: on Triton 2.51 any queue policy (even max_queue_size
+    # alone) stalls every in-flight request for ~0.5 s about once a second
+    # (docs/local-triton.md, "Queue policy stalls"). The gateway bounds its own
+    # queue and sheds load; Triton is not exposed to clients directly.
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
     config.version_policy.latest.num_versions = 1
     # Same parameter names as Triton's native onnxruntime backend.

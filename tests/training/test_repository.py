@@ -51,9 +51,9 @@ def test_config_parses_with_tritons_schema(name: str) -> None:
     assert config.max_batch_size == MAX_BATCH_SIZE
     assert config.default_model_filename == repository.MODEL_FILE
     assert config.HasField("dynamic_batching")
-    policy = config.dynamic_batching.default_queue_policy
-    assert policy.max_queue_size > 0, "the queue must be bounded"
-    assert policy.timeout_action == mc.ModelQueuePolicy.REJECT
+    # Any queue policy stalls Triton 2.51 for ~0.5 s about once a second
+    # (docs/local-triton.md); the gateway's own bounded queue sheds load instead.
+    assert not config.dynamic_batching.HasField("default_queue_policy")
     assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
     assert config.version_policy.HasField("latest")
     assert len(config.model_warmup) >= 1
