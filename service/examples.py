@@ -19,9 +19,10 @@ def example_image(spec: ModelSpec) -> bytes:
     """A PNG of a hand-drawn-looking seven, dark on light or light on dark as the model expects."""
     assert spec.image is not None
     size = 28
-    # `invert` means training images were light digits on dark ground after inversion, i.e.
-    # clients send dark ink on white paper.
-    ink, paper = (0, 255) if spec.image.invert else (255, 0)
+    # The digit layout reads either polarity, so draw what users send: dark ink on white paper.
+    # Otherwise `invert` says whether the model expects dark on light (true) or light on dark.
+    dark_on_light = spec.image.layout == "digit" or spec.image.invert
+    ink, paper = (0, 255) if dark_on_light else (255, 0)
     image = Image.new("L", (size, size), paper)
     draw = ImageDraw.Draw(image)
     draw.line([(7, 6), (21, 6), (12, 23)], fill=ink, width=3)

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from google.protobuf import text_format
@@ -56,6 +56,19 @@ class ImageSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     invert: bool = False
+    # "resize": stretch the whole image to height x width. "digit": MNIST-style normalisation
+    # (service/preprocess/digit.py): bright ink on dark ground, cropped to the ink, scaled into a
+    # digit_box square keeping aspect, centred by centre of mass; `invert` is then ignored.
+    layout: str = "resize"
+    digit_box: int = 20
+    # Ink is what stands above the background by more than noise_sigmas robust standard
+    # deviations of the border (at most max_noise grey levels each: a busy photo's border is
+    # not paper noise); less than min_contrast grey levels of ink means "no ink".
+    noise_sigmas: float = 4.0
+    max_noise: float = 16.0
+    min_contrast: float = 24.0
+    # Pixels brighter than this fraction of the brightest ink define the ink's bounding box.
+    ink_threshold: float = 0.15
 
 
 @dataclass(frozen=True)
@@ -123,7 +136,13 @@ class ModelSpec:
                 formats="any Pillow-readable image (PNG, JPEG, ...), multipart `files` or base64",
                 resized_to=[self.image.height, self.image.width],
                 color_mode=self.image.color_mode,
+                layout=self.image.layout,
             )
+            if self.image.layout == "digit":
+                payload["note"] = (
+                    "one digit, dark on light or light on dark, any size and position "
+                    "(centred MNIST-style); an image with no ink is refused"
+                )
         if self.text is not None:
             payload.update(format="UTF-8 string", max_tokens=self.text.max_length)
         if self.sequence is not None:
@@ -167,13 +186,21 @@ def read_config(path: Path) -> model_config_pb2.ModelConfig:
     return config
 
 
+PayloadSpec = TypeVar("PayloadSpec", ImageSpec, TextSpec, SequenceSpec)
+
+
+def spec_from_block(cls: type[PayloadSpec], block: dict[str, Any]) -> PayloadSpec:
+    """A payload spec from its preprocessing.json block (JSON lists become tuples)."""
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in block.items()}
+    return cls(**values)
+
+
 def _block(path: Path, data: dict[str, Any], key: str, cls: type[Any]) -> Any:
     block = data.get(key)
     if not isinstance(block, dict):
         raise RepositoryError(f"{path}: kind is {key!r} but the {key!r} block is missing")
     try:
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in block.items()}
-        return cls(**values)
+        return spec_from_block(cls, block)
     except TypeError as exc:
         raise RepositoryError(f"{path}: {key} block: {exc}") from exc
 

@@ -1,7 +1,9 @@
-"""Batch assembly: zero-pad variable dimensions at the end and concatenate along the batch dim.
+"""Batch assembly: pad variable dimensions at the end and concatenate along the batch dim.
 
-Every variable-length input in the repository is padded at the end with zeros and masked
-(docs/architecture.md), so rows of different lengths may share one batch. Variable dims are
+Every variable-length input in the repository is padded at the end and masked
+(docs/architecture.md), so rows of different lengths may share one batch. Padding is zero except
+for token ids, which are padded with the model's `pad_id` (as in training, which pads with
+`stack_padded`). Variable dims are
 rounded up to a multiple of BUCKET_STEP so batches reuse a few shapes instead of one per request
 (Triton's dynamic batcher only merges equal shapes). Steps of 8 rather than powers of two: a
 recurrent model pays for every padded step, and doubling could nearly double its work.
@@ -16,6 +18,22 @@ import numpy as np
 from service.repository import ModelSpec
 
 BUCKET_STEP = 8
+
+
+def pad_values(spec: ModelSpec) -> dict[str, int]:
+    """The padding value of each input that is not padded with zero (token ids: `pad_id`)."""
+    if spec.text is not None and spec.text.pad_id != 0:
+        return {spec.text.input_ids: spec.text.pad_id}
+    return {}
+
+
+def stack_padded(rows: Sequence[np.ndarray], pad_value: float = 0) -> np.ndarray:
+    """Per-item arrays whose first axis varies -> one (N, longest, ...) array padded at the end."""
+    longest = max(1, max(len(row) for row in rows))
+    out = np.full((len(rows), longest, *rows[0].shape[1:]), pad_value, dtype=rows[0].dtype)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
 
 
 def bucket_length(length: int, cap: int | None) -> int:
@@ -36,6 +54,7 @@ class Collator:
         elif spec.sequence is not None:
             cap = spec.sequence.max_length
         self._cap = cap
+        self._pad_values = pad_values(spec)
         # batch dim is axis 0, so dim i of the config is axis i + 1
         self._variable_axes = {
             t.name: tuple(i + 1 for i, d in enumerate(t.dims) if d < 0) for t in spec.inputs
@@ -56,8 +75,8 @@ class Collator:
             if len(arrays) == 1 and list(arrays[0].shape) == shape:
                 batch[name] = arrays[0]
                 continue
-            # zeros + slice copies: much cheaper than np.pad per part on the request path
-            out = np.zeros(shape, dtype=arrays[0].dtype)
+            # fill + slice copies: much cheaper than np.pad per part on the request path
+            out = np.full(shape, self._pad_values.get(name, 0), dtype=arrays[0].dtype)
             row = 0
             for array in arrays:
                 index = (slice(row, row + array.shape[0]), *(slice(0, n) for n in array.shape[1:]))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import shutil
@@ -12,7 +11,7 @@ from typing import Any
 
 import torch
 
-from training import repository
+from training import evaluation_sets, repository
 from training.evaluate import evaluate_model_dir
 from training.export import PARITY_ATOL, PARITY_RTOL, ParityCase, check_parity, export_onnx
 from training.recipes import MAX_BATCH_SIZE, RECIPES, Prepared
@@ -78,7 +77,7 @@ def build_model(name: str, repo: Path, new_version: bool = False) -> dict[str, A
         prepared.extra_files,
     )
     evaluation = evaluate_model_dir(model_dir, version)
-    record = {
+    record: dict[str, Any] = {
         "model": name,
         "version": version,
         "held_out": evaluation.to_json(),
@@ -98,8 +97,11 @@ def build_model(name: str, repo: Path, new_version: bool = False) -> dict[str, A
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         },
     }
+    sets = evaluation_sets.evaluate_sets(model_dir, version)
+    if sets:
+        record["evaluation_sets"] = sets
     (model_dir / repository.EVALUATION_FILE).write_text(
-        json.dumps(record, indent=2) + "\n", encoding="utf-8"
+        evaluation_sets.dumps(record), encoding="utf-8"
     )
     (model_dir / repository.CARD_FILE).write_text(
         model_card(name, recipe.kind, prepared, record, parity), encoding="utf-8"
@@ -165,7 +167,7 @@ preprocessing (PyTorch before export: {record["torch_held_out_accuracy"]:.4f}).
 | class | precision | recall | F1 | support |
 |---|---|---|---|---|
 {per_class}
-
+{evaluation_sets.card_section(record.get("evaluation_sets", {}))}
 ## Input contract
 {prepared.card["input"]}
 

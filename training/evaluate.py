@@ -45,7 +45,7 @@ def held_out_inputs(model_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]
     spec = pre[kind]
     if kind == "image":
         _, test = data.load_digits_split()
-        return {spec["input"]: features.image_tensor(test.images, spec)}, test.labels
+        return {spec["input"]: features.image_tensors(test.images, spec)}, test.labels
     if kind == "sequence":
         _, seq_test = data.load_vowels_split()
         values, mask = features.sequence_tensors(seq_test.sequences, spec)

@@ -1,63 +1,61 @@
-"""Raw training examples to model tensors, as described by each model's preprocessing.json.
+"""Raw training examples to model tensors, by the very functions the gateway serves with.
 
-The parameters live in the preprocessing blocks written next to the model; the
-gateway reads the same blocks, so training and serving transform inputs alike.
+Each example goes through the gateway's per-payload preprocessing (`service.preprocess`) with the
+parameters of the model's preprocessing.json block; variable-length rows are then padded with
+`service.tensors.stack_padded` (token ids with the model's `pad_id`). There is no second copy of
+the arithmetic here, so a model is served exactly as it was trained (tests/training/
+test_preprocessing_parity.py checks it on the held-out data).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
+from service.preprocess.image import check_spec, image_tensor
+from service.preprocess.sequence import sequence_inputs
+from service.preprocess.text import text_inputs, without_padding
+from service.repository import ImageSpec, SequenceSpec, TextSpec, spec_from_block
+from service.tensors import stack_padded
 
 
-def image_tensor(images: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
-    """(N, H0, W0) uint8 grayscale images -> (N, C, H, W) float32 normalised tensors."""
-    size = (int(spec["width"]), int(spec["height"]))
-    resample = _RESAMPLE[spec["resample"]]
-    out = []
-    for pixels in images:
-        img = Image.fromarray(pixels, mode="L").convert(spec["color_mode"]).resize(size, resample)
-        arr = np.asarray(img, dtype=np.float32)
-        if arr.ndim == 2:
-            arr = arr[:, :, None]
-        if spec["invert"]:
-            arr = 255.0 - arr
-        out.append(arr.transpose(2, 0, 1))
-    x = np.stack(out) * np.float32(spec["scale"])
-    mean = np.asarray(spec["mean"], dtype=np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(spec["std"], dtype=np.float32).reshape(1, -1, 1, 1)
-    return ((x - mean) / std).astype(np.float32)
+def image_tensors(images: Sequence[np.ndarray] | np.ndarray, block: dict[str, Any]) -> np.ndarray:
+    """Grayscale 8-bit images (each (H, W), sizes may differ) -> (N, C, H, W) float32 tensors."""
+    spec = spec_from_block(ImageSpec, block)
+    check_spec(spec)
+    return np.stack(
+        [
+            image_tensor(
+                Image.fromarray(np.asarray(pixels, np.uint8)).convert(spec.color_mode), spec
+            )
+            for pixels in images
+        ]
+    )
 
 
 def sequence_tensors(
-    sequences: list[np.ndarray], spec: dict[str, Any]
+    sequences: list[np.ndarray], block: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Variable-length (T, C) sequences -> zero-padded normalised (N, T, C) and mask (N, T)."""
-    mean = np.asarray(spec["mean"], dtype=np.float32)
-    std = np.asarray(spec["std"], dtype=np.float32)
-    longest = max(len(s) for s in sequences)
-    values = np.zeros((len(sequences), longest, int(spec["channels"])), dtype=np.float32)
-    mask = np.zeros((len(sequences), longest), dtype=np.float32)
-    for i, seq in enumerate(sequences):
-        values[i, : len(seq)] = (seq - mean) / std
-        mask[i, : len(seq)] = 1.0
-    return values, mask
+    spec = spec_from_block(SequenceSpec, block)
+    rows = [sequence_inputs(seq, spec) for seq in sequences]
+    return (
+        stack_padded([r[spec.input] for r in rows]),
+        stack_padded([r[spec.mask] for r in rows]),
+    )
 
 
 def text_tensors(
-    texts: list[str], tokenizer: Any, spec: dict[str, Any]
+    texts: list[str], tokenizer: Any, block: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Strings -> zero-padded token ids (N, T) int64 and attention mask (N, T) int64."""
-    max_length = int(spec["max_length"])
-    encoded = [tokenizer.encode(t).ids[:max_length] for t in texts]
-    longest = max(1, max(len(ids) for ids in encoded))
-    ids = np.full((len(texts), longest), int(spec["pad_id"]), dtype=np.int64)
-    mask = np.zeros((len(texts), longest), dtype=np.int64)
-    for i, row in enumerate(encoded):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-    return ids, mask
+    """Strings -> token ids (N, T) int64 padded with `pad_id`, attention mask (N, T) int64."""
+    spec = spec_from_block(TextSpec, block)
+    without_padding(tokenizer)
+    rows = [text_inputs(text, tokenizer, spec) for text in texts]
+    return (
+        stack_padded([r[spec.input_ids] for r in rows], spec.pad_id),
+        stack_padded([r[spec.attention_mask] for r in rows]),
+    )

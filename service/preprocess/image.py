@@ -1,4 +1,8 @@
-"""Images: any Pillow format to a normalised [C, H, W] float tensor, exactly as training did."""
+"""Images: any Pillow format to a normalised [C, H, W] float tensor.
+
+`image_tensor` is the one definition of the arithmetic: training (training/features.py) calls it
+on every example, the gateway on every decoded payload.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.errors import BadInput, PayloadTooLarge, UnsupportedMediaType
 from service.preprocess.base import Preprocessor
+from service.preprocess.digit import centre_digit
 from service.repository import ImageSpec
 
 _RESAMPLE = {
@@ -38,17 +43,12 @@ def decode_base64(value: Any) -> bytes:
 
 
 class ImagePreprocessor(Preprocessor):
-    """Decodes with Pillow (modes, EXIF orientation, bombs) and resizes/normalises per the spec."""
+    """Decodes with Pillow (modes, EXIF orientation, bombs), then `image_tensor` per the spec."""
 
     def __init__(self, spec: ImageSpec, max_pixels: int) -> None:
-        if spec.resample not in _RESAMPLE:
-            raise ValueError(f"unknown resample {spec.resample!r}")
-        if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
-            raise ValueError("mean and std need one value per channel")
+        check_spec(spec)
         self.spec = spec
         self.max_pixels = max_pixels
-        self._mean = np.asarray(spec.mean, dtype=np.float32).reshape(-1, 1, 1)
-        self._std = np.asarray(spec.std, dtype=np.float32).reshape(-1, 1, 1)
 
     def from_json(self, value: Any) -> list[Any]:
         values = value if isinstance(value, list) else [value]
@@ -103,18 +103,41 @@ class ImagePreprocessor(Preprocessor):
         return image.convert(mode)
 
     def preprocess(self, decoded: Image.Image) -> dict[str, np.ndarray]:
-        spec = self.spec
-        resized = decoded.resize((spec.width, spec.height), _RESAMPLE[spec.resample])
+        return {self.spec.input: image_tensor(decoded, self.spec)}
+
+
+def check_spec(spec: ImageSpec) -> None:
+    """ValueError when the spec cannot work, before any image is seen."""
+    if spec.resample not in _RESAMPLE:
+        raise ValueError(f"unknown resample {spec.resample!r}")
+    if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
+        raise ValueError("mean and std need one value per channel")
+    if spec.layout not in ("resize", "digit"):
+        raise ValueError(f"unknown image layout {spec.layout!r}")
+    if spec.layout == "digit" and (
+        spec.channels != 1 or not 0 < spec.digit_box <= min(spec.height, spec.width)
+    ):
+        raise ValueError("the digit layout needs 1 channel and a box that fits the canvas")
+
+
+def image_tensor(image: Image.Image, spec: ImageSpec) -> np.ndarray:
+    """One image in the spec's colour mode -> the model's [C, H, W] float32 input."""
+    if spec.layout == "digit":
+        pixels = centre_digit(np.asarray(image, dtype=np.float32), spec)[None]
+    else:
+        resized = image.resize((spec.width, spec.height), _RESAMPLE[spec.resample])
         pixels = np.asarray(resized, dtype=np.float32)
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
         pixels = pixels.transpose(2, 0, 1)  # HWC -> CHW
-        if pixels.shape[0] != spec.channels:
-            raise BadInput(
-                f"image has {pixels.shape[0]} channels after conversion, "
-                f"the model needs {spec.channels}"
-            )
         if spec.invert:
             pixels = 255.0 - pixels
-        tensor = (pixels * np.float32(spec.scale) - self._mean) / self._std
-        return {spec.input: np.ascontiguousarray(tensor, dtype=np.float32)}
+    if pixels.shape[0] != spec.channels:
+        raise BadInput(
+            f"image has {pixels.shape[0]} channels after conversion, "
+            f"the model needs {spec.channels}"
+        )
+    mean = np.asarray(spec.mean, dtype=np.float32).reshape(-1, 1, 1)
+    std = np.asarray(spec.std, dtype=np.float32).reshape(-1, 1, 1)
+    tensor = (pixels * np.float32(spec.scale) - mean) / std
+    return np.ascontiguousarray(tensor, dtype=np.float32)

@@ -1,4 +1,8 @@
-"""Sequences: a [T, C] list of timesteps, validated, normalised with training statistics, masked."""
+"""Sequences: a [T, C] list of timesteps, validated, normalised with training statistics, masked.
+
+`sequence_inputs` is the one definition of the arithmetic: training (training/features.py) calls
+it on every sequence, the gateway on every decoded payload.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,14 @@ from service.preprocess.base import Preprocessor
 from service.repository import SequenceSpec
 
 
+def sequence_inputs(values: np.ndarray, spec: SequenceSpec) -> dict[str, np.ndarray]:
+    """Normalised SEQUENCE [T, C] float32 and MASK [T] (unpadded) of one (T, C) sequence."""
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    normalised = ((np.asarray(values, dtype=np.float32) - mean) / std).astype(np.float32)
+    return {spec.input: normalised, spec.mask: np.ones(len(normalised), dtype=np.float32)}
+
+
 class SequencePreprocessor(Preprocessor):
     """Checks channels and length bounds; produces SEQUENCE [T, C] and MASK [T] (unpadded)."""
 
@@ -18,8 +30,6 @@ class SequencePreprocessor(Preprocessor):
         if len(spec.mean) != spec.channels or len(spec.std) != spec.channels:
             raise ValueError("mean and std need one value per channel")
         self.spec = spec
-        self._mean = np.asarray(spec.mean, dtype=np.float32)
-        self._std = np.asarray(spec.std, dtype=np.float32)
 
     def from_json(self, value: Any) -> list[Any]:
         # one sequence is [[c0, c1, ...], ...] (depth 2); several are a list of those (depth 3)
@@ -51,8 +61,4 @@ class SequencePreprocessor(Preprocessor):
         return array
 
     def preprocess(self, decoded: np.ndarray) -> dict[str, np.ndarray]:
-        normalised = ((decoded - self._mean) / self._std).astype(np.float32)
-        return {
-            self.spec.input: normalised,
-            self.spec.mask: np.ones(decoded.shape[0], dtype=np.float32),
-        }
+        return sequence_inputs(decoded, self.spec)

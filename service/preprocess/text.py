@@ -1,4 +1,9 @@
-"""Text: the model's own `tokenizers` tokenizer, truncation and attention mask."""
+"""Text: the model's own `tokenizers` tokenizer, truncation and attention mask.
+
+`text_inputs` is the one definition of the arithmetic: training (training/features.py) calls it on
+every phrase, the gateway on every decoded payload. Batches are padded later, with the model's
+`pad_id` (service/tensors.py).
+"""
 
 from __future__ import annotations
 
@@ -13,16 +18,32 @@ from service.preprocess.base import Preprocessor
 from service.repository import TextSpec
 
 
+def without_padding(tokenizer: Tokenizer) -> Tokenizer:
+    """The tokenizer with its own padding and truncation switched off (in place).
+
+    Padding and truncation belong to the caller: `text_inputs` truncates to the spec's
+    max_length and batches are padded with `pad_id` when assembled.
+    """
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    return tokenizer
+
+
+def text_inputs(text: str, tokenizer: Tokenizer, spec: TextSpec) -> dict[str, np.ndarray]:
+    """Token ids [T] and attention mask [T] (INT64, unpadded) of one string."""
+    encoded = tokenizer.encode(text.lower() if spec.lowercase else text)
+    input_ids = np.asarray(encoded.ids[: spec.max_length], dtype=np.int64)
+    return {spec.input_ids: input_ids, spec.attention_mask: np.ones_like(input_ids)}
+
+
 class TextPreprocessor(Preprocessor):
     """Tokenises a string into INT64 ids and mask (unpadded; batches pad to a length bucket)."""
 
     def __init__(self, spec: TextSpec, tokenizer_path: Path, max_chars: int = 10_000) -> None:
         self.spec = spec
         self.max_chars = max_chars
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
         # The gateway pads and truncates itself (length buckets): switch the artifact's own off.
-        self.tokenizer.no_padding()
-        self.tokenizer.no_truncation()
+        self.tokenizer = without_padding(Tokenizer.from_file(str(tokenizer_path)))
 
     def from_json(self, value: Any) -> list[Any]:
         return list(value) if isinstance(value, list) else [value]
@@ -39,14 +60,10 @@ class TextPreprocessor(Preprocessor):
             raise BadInput("text input is empty")
         if len(payload) > self.max_chars:
             raise BadInput(f"text input longer than {self.max_chars} characters")
-        return payload.lower() if self.spec.lowercase else payload
+        return payload
 
     def preprocess(self, decoded: str) -> dict[str, np.ndarray]:
-        ids = self.tokenizer.encode(decoded).ids[: self.spec.max_length]
-        if not ids:
+        tensors = text_inputs(decoded, self.tokenizer, self.spec)
+        if not len(tensors[self.spec.input_ids]):
             raise BadInput("text input produced no tokens")
-        input_ids = np.asarray(ids, dtype=np.int64)
-        return {
-            self.spec.input_ids: input_ids,
-            self.spec.attention_mask: np.ones_like(input_ids),
-        }
+        return tensors

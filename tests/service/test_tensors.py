@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from service.repository import load_model
-from service.tensors import Collator, bucket_length
+from service.tensors import Collator, bucket_length, stack_padded
 
 
 def test_bucket_lengths() -> None:
@@ -34,3 +35,22 @@ def test_fixed_shape_inputs_are_only_concatenated(tiny_repository: Path) -> None
     batch = collate(parts)
     assert batch["IMAGE"].shape == (3, 1, 28, 28)
     assert batch["IMAGE"][:, 0, 0, 0].tolist() == [0, 1, 2]
+
+
+def test_token_ids_are_padded_with_the_models_pad_id(tiny_repository: Path) -> None:
+    pre_path = tiny_repository / "txt" / "preprocessing.json"
+    pre = json.loads(pre_path.read_text())
+    pre["text"]["pad_id"] = 3
+    pre_path.write_text(json.dumps(pre))
+    collate = Collator(load_model(tiny_repository / "txt"))
+    short = {"INPUT_IDS": np.array([[5, 6]]), "ATTENTION_MASK": np.array([[1, 1]])}
+    longer = {"INPUT_IDS": np.array([[2, 4, 4]]), "ATTENTION_MASK": np.array([[1, 1, 1]])}
+    batch = collate([short, longer])
+    assert batch["INPUT_IDS"].tolist() == [[5, 6, 3, 3], [2, 4, 4, 3]]  # bucket capped at 4
+    assert batch["ATTENTION_MASK"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 0]]
+
+
+def test_stack_padded_pads_rows_at_the_end() -> None:
+    rows = [np.array([7, 8], np.int64), np.array([9], np.int64)]
+    assert stack_padded(rows, 3).tolist() == [[7, 8], [9, 3]]
+    assert stack_padded([np.ones((2, 3), np.float32)]).shape == (1, 2, 3)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from training import repository
+from training import digit_fonts, repository
 from training.evaluate import evaluate_model_dir, read_labels, read_preprocessing
+from training.evaluation_sets import evaluate_sets
 from training.recipes import MAX_BATCH_SIZE, RECIPES
 
 REPO = Path(__file__).resolve().parents[2] / "model_repository"
@@ -131,3 +134,57 @@ def test_held_out_accuracy_in_card_is_reproduced(name: str) -> None:
         assert section in card
     # Better than chance by a wide margin: the models are really trained.
     assert evaluation.accuracy > 3.0 / len(evaluation.per_class)
+
+
+# What the digits model must reach on data it never trained on (recomputed, not read back).
+DIGIT_TARGETS = {
+    "held_out": 0.97,
+    "held_out_inverted": 0.95,
+    "held_out_fonts_dark_on_light": 0.90,
+    "held_out_fonts_light_on_dark": 0.90,
+}
+
+
+def _committed_sets() -> list[tuple[str, str]]:
+    pairs = []
+    for name in MODELS:
+        record = json.loads((REPO / name / repository.EVALUATION_FILE).read_text())
+        pairs += [(name, set_name) for set_name in record.get("evaluation_sets", {})]
+    return pairs
+
+
+@functools.cache
+def _recomputed_sets(name: str) -> dict[str, dict[str, Any]]:
+    record = json.loads((REPO / name / repository.EVALUATION_FILE).read_text())
+    return evaluate_sets(REPO / name, record["version"])
+
+
+@pytest.mark.parametrize(("name", "set_name"), _committed_sets())
+def test_evaluation_set_in_card_is_reproduced(name: str, set_name: str) -> None:
+    model_dir = REPO / name
+    committed = json.loads((model_dir / repository.EVALUATION_FILE).read_text())
+    recorded = committed["evaluation_sets"][set_name]
+    fresh = _recomputed_sets(name)[set_name]
+    assert fresh["size"] == recorded["size"] == len(recorded["items"])
+    assert fresh["accuracy"] == pytest.approx(recorded["accuracy"], abs=1e-6)
+    assert fresh["per_class"] == recorded["per_class"]
+    assert fresh["items"] == recorded["items"]  # every single prediction, by item id
+    card = (model_dir / repository.CARD_FILE).read_text()
+    assert f"| `{set_name}` | {recorded['description']} | {fresh['size']} | " in card
+    assert f"**{fresh['accuracy']:.4f}**" in card
+
+
+@pytest.mark.parametrize(("set_name", "floor"), DIGIT_TARGETS.items())
+def test_digits_reach_their_targets_on_unseen_data(set_name: str, floor: float) -> None:
+    assert _recomputed_sets("digits_cnn")[set_name]["accuracy"] >= floor
+
+
+def test_held_out_font_families_were_never_trained_on() -> None:
+    trained = {f.family for f in digit_fonts.training_fonts()}
+    held_out = {f.family for f in digit_fonts.held_out_fonts()}
+    assert held_out == set(digit_fonts.HELD_OUT_FAMILIES)
+    assert not trained & held_out
+    items = json.loads((REPO / "digits_cnn" / repository.EVALUATION_FILE).read_text())[
+        "evaluation_sets"
+    ]["held_out_fonts_dark_on_light"]["items"]
+    assert {item["id"].split("/")[0] for item in items} == held_out

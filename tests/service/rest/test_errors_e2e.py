@@ -68,6 +68,18 @@ def test_client_errors(gateway: RunningGateway) -> None:
     assert_still_serving(gateway)
 
 
+@pytest.mark.parametrize("paper", [255, 0, 200], ids=["white", "black", "grey"])
+def test_an_image_without_ink_is_refused_with_the_reason(
+    gateway: RunningGateway, paper: int
+) -> None:
+    buffer = io.BytesIO()
+    Image.new("L", (64, 48), paper).save(buffer, format="PNG")
+    response = post(gateway, "digits_cnn", files=[("files", ("blank.png", buffer.getvalue()))])
+    body = assert_error(response, 400, "bad_input")
+    assert "no ink" in body["error"]["message"]
+    assert_still_serving(gateway)
+
+
 def test_decompression_bomb_is_refused(gateway: RunningGateway) -> None:
     big = Image.new("1", (6000, 6000))  # 36 Mpx, a few kB as PNG
     buffer = io.BytesIO()

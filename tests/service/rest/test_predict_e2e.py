@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw, ImageFont
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.local_triton import LocalTriton
 from tests.service.rest.conftest import GatewayFactory, OnnxReference, RunningGateway
 from tests.service.rest.payloads import PHRASES, SAMPLE_JPEGS, digit_pngs, vowel_sequences
+from training import digit_fonts
 
 pytestmark = [pytest.mark.triton, pytest.mark.gateway]
 
@@ -54,6 +57,32 @@ def test_digits_from_png_uploads_match_onnx_and_the_truth(
         )
     correct = sum(p["label"] == t for p, t in zip(body["predictions"], truth, strict=True))
     assert correct >= 0.8 * len(truth)  # preprocessing agrees with training
+
+
+def typed_digit(font_file: str, digit: int, dark_on_light: bool) -> bytes:
+    """A digit typed in a font at 48 px, somewhere on a 96x80 page, as a user would send it."""
+    ink, paper = (0, 255) if dark_on_light else (255, 0)
+    page = Image.new("L", (96, 80), paper)
+    font = ImageFont.truetype(str(digit_fonts.font_dir() / font_file), 48)
+    ImageDraw.Draw(page).text((30 + 3 * digit, 12 + digit), str(digit), fill=ink, font=font)
+    buffer = io.BytesIO()
+    page.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("dark_on_light", [True, False], ids=["black-on-white", "white-on-black"])
+@pytest.mark.parametrize("font", ["DejaVuSerif.ttf", "cmss10.ttf"])
+def test_typed_digits_in_a_held_out_font_are_read_correctly(
+    gateway: RunningGateway, font: str, dark_on_light: bool
+) -> None:
+    assert {f.family for f in digit_fonts.held_out_fonts() if f.file == font}  # never trained on
+    files = [typed_digit(font, d, dark_on_light) for d in range(10)]
+    body = predict(
+        gateway,
+        "digits_cnn",
+        files=[("files", (f"{d}.png", data, "image/png")) for d, data in enumerate(files)],
+    )
+    assert [p["label"] for p in body["predictions"]] == [str(d) for d in range(10)]
 
 
 def test_real_jpegs_as_base64_json(gateway: RunningGateway, onnx_reference: OnnxReference) -> None:
