@@ -12,6 +12,7 @@ preprocessing (training/features.py, i.e. the gateway's code) and ONNX Runtime.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,7 +146,6 @@ the repository's own preprocessing; per-item results are in `evaluation.json`
 
 def dumps(record: dict[str, Any]) -> str:
     """evaluation.json text: indented, but each per-item result on one line."""
-    import json
 
     def encode(value: Any, indent: str) -> str:
         inner = indent + "  "

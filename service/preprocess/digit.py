@@ -24,6 +24,15 @@ class NoInk(BadInput):
     """The image is one flat background: there is no digit to classify."""
 
 
+def median(values: np.ndarray) -> float:
+    """np.median of a 1-D array, without its generic machinery (this runs on every request)."""
+    ordered = np.sort(values)
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return float(ordered[middle])
+    return float((ordered[middle - 1] + ordered[middle]) / 2)
+
+
 def border(pixels: np.ndarray) -> np.ndarray:
     """The outermost ring of pixels of a 2-D array (the paper around a digit)."""
     if min(pixels.shape) <= 2:
@@ -40,14 +49,14 @@ def bright_ink(pixels: np.ndarray, spec: ImageSpec) -> np.ndarray:
     noise) count as background, and the rest is stretched so the brightest ink is 255.
     """
     ring = border(pixels)
-    background = float(np.median(ring))
+    background = median(ring)
     if background > 127.5:
         pixels = 255.0 - pixels
         ring = 255.0 - ring
         background = 255.0 - background
-    spread = min(float(np.median(np.abs(ring - background))) * _MAD_TO_SIGMA, spec.max_noise)
+    spread = min(median(np.abs(ring - np.float32(background))) * _MAD_TO_SIGMA, spec.max_noise)
     floor = background + spec.noise_sigmas * spread
-    ink = np.clip(pixels - np.float32(floor), 0.0, None)
+    ink = np.maximum(pixels - np.float32(floor), np.float32(0.0))
     peak = float(ink.max())
     if peak < spec.min_contrast:
         raise NoInk(
@@ -62,8 +71,9 @@ def bright_ink(pixels: np.ndarray, spec: ImageSpec) -> np.ndarray:
 def centre_digit(pixels: np.ndarray, spec: ImageSpec) -> np.ndarray:
     """(H, W) grey levels 0..255 of one digit -> (height, width) float32 ink 0..255, MNIST-style."""
     ink = bright_ink(np.asarray(pixels, dtype=np.float32), spec)
-    rows = np.flatnonzero((ink >= spec.ink_threshold * 255.0).any(axis=1))
-    cols = np.flatnonzero((ink >= spec.ink_threshold * 255.0).any(axis=0))
+    marked = ink >= spec.ink_threshold * 255.0
+    rows = np.flatnonzero(marked.any(axis=1))
+    cols = np.flatnonzero(marked.any(axis=0))
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
     # Scale the longer side to the box, keeping aspect (a "1" stays narrow). Pillow's resize
@@ -77,7 +87,7 @@ def centre_digit(pixels: np.ndarray, spec: ImageSpec) -> np.ndarray:
         ),
         dtype=np.float32,
     )
-    scaled = np.clip(scaled, 0.0, 255.0)
+    scaled = np.minimum(np.maximum(scaled, np.float32(0.0)), np.float32(255.0))
 
     # Place the box so the ink's centre of mass falls on the canvas centre, staying inside it.
     canvas = np.zeros((spec.height, spec.width), dtype=np.float32)
@@ -88,7 +98,7 @@ def centre_digit(pixels: np.ndarray, spec: ImageSpec) -> np.ndarray:
         centre_x = float((scaled.sum(axis=0) * np.arange(box_w)).sum()) / mass
     else:  # an ink speck thinner than the resize could keep
         centre_y, centre_x = (box_h - 1) / 2, (box_w - 1) / 2
-    top = int(np.clip(round((spec.height - 1) / 2 - centre_y), 0, spec.height - box_h))
-    left = int(np.clip(round((spec.width - 1) / 2 - centre_x), 0, spec.width - box_w))
+    top = min(max(round((spec.height - 1) / 2 - centre_y), 0), spec.height - box_h)
+    left = min(max(round((spec.width - 1) / 2 - centre_x), 0), spec.width - box_w)
     canvas[top : top + box_h, left : left + box_w] = scaled
     return canvas
