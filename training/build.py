@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from service import model_contract as contract
 from training import repository
 from training.evaluate import evaluate_model_dir
 from training.export import PARITY_ATOL, PARITY_RTOL, ParityCase, check_parity, export_onnx
@@ -98,10 +99,10 @@ def build_model(name: str, repo: Path, new_version: bool = False) -> dict[str, A
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         },
     }
-    (model_dir / repository.EVALUATION_FILE).write_text(
+    (model_dir / contract.EVALUATION_FILE).write_text(
         json.dumps(record, indent=2) + "\n", encoding="utf-8"
     )
-    (model_dir / repository.CARD_FILE).write_text(
+    (model_dir / contract.CARD_FILE).write_text(
         model_card(name, recipe.kind, prepared, record, parity), encoding="utf-8"
     )
     log.info("%s: version %d written, held-out accuracy %.4f", name, version, evaluation.accuracy)
@@ -120,7 +121,7 @@ def _tensor_rows(prepared: Prepared) -> str:
     for direction, specs in (("input", prepared.inputs), ("output", prepared.outputs)):
         for spec in specs:
             dims = ", ".join(str(d) for d in (-1, *spec.dims))
-            rows.append(f"| {direction} | `{spec.name}` | {spec.dtype} | [{dims}] |")
+            rows.append(f"| {direction} | `{spec.name}` | {spec.np_dtype} | [{dims}] |")
     return "\n".join(rows)
 
 
