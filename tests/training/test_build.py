@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from modelgate.cli import app
 from service import model_contract as contract
-from service.cli import app
 from training.recipes import RECIPES
 
 COMMITTED = Path(__file__).resolve().parents[2] / "model_repository"

@@ -1,0 +1,40 @@
+"""The `modelgate build` command (merged into the command line by modelgate/cli.py)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from service.cli import RepositoryOption, show
+
+app = typer.Typer()
+
+
+@app.command()
+def build(
+    repository: RepositoryOption = Path("model_repository"),
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Only this model (repeatable).")
+    ] = None,
+    new_version: Annotated[
+        bool,
+        typer.Option(help="Add the export as the next version instead of replacing version 1."),
+    ] = False,
+) -> None:
+    """Train every model on its real data, export to ONNX, check parity and write the repository."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    # The ONNX exporter's optimiser logs every rewrite at INFO; keep the build's progress readable.
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Imported here: torch loads only when a build runs, not for every command.
+    from training.build import build as build_repository
+    from training.recipes import RECIPES
+
+    unknown = sorted(set(model or []) - set(RECIPES))
+    if unknown:
+        raise typer.BadParameter(f"unknown model(s) {unknown}; known: {sorted(RECIPES)}")
+    build_repository(repository, model, new_version)
+    show(repository)
