@@ -14,11 +14,16 @@ from service.local_triton import DEFAULT_REPOSITORY, LocalTriton, LocalTritonErr
 ENV_TEST_REPOSITORY = "MODELGATE_TEST_MODEL_REPOSITORY"
 
 
-@pytest.fixture(scope="session")
-def model_repository() -> Path:
+def served_repository() -> Path:
     """The model repository the serving tests run against (the committed one by default)."""
     configured = os.environ.get(ENV_TEST_REPOSITORY)
     return Path(configured).resolve() if configured else DEFAULT_REPOSITORY
+
+
+@pytest.fixture(scope="session")
+def model_repository() -> Path:
+    """The model repository the serving tests run against (the committed one by default)."""
+    return served_repository()
 
 
 @pytest.fixture(scope="session")

@@ -59,7 +59,6 @@ def test_the_gateway_does_not_import(target: str) -> None:
 def test_load_tests_use_only_the_data_module_of_training() -> None:
     """The load-test image has the dataset packages but no torch: training.data needs none."""
     arrows = _arrows("loadtests", "training")
-    assert arrows, "the load tests send held-out data: they read training.data's splits"
     assert [a for a in arrows if not a.split(" -> ")[1].startswith("training.data")] == []
 
 

@@ -20,21 +20,10 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.deploy.deploy_support import REPO_ROOT, Dockerfile, tool
+from tests.deploy.deploy_support import REPO_ROOT, Dockerfile, require_tool
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "compose-spec.json"
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.gpu.yml"]
-
-
-def require_tool(name: str, hint: str) -> str:
-    """The tool's path; outside CI a missing tool skips, in CI it fails (it must be installed)."""
-    path = tool(name)
-    if path is None:
-        message = f"{name} not found: {hint}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def container_ports(service: dict[str, Any]) -> set[int]:
