@@ -8,6 +8,7 @@ Needs numpy, protobuf and tritonclient, never torch: the serving image imports i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -92,3 +93,37 @@ class TensorSpec:
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly description (used by the model listing endpoints)."""
         return {"name": self.name, "datatype": self.datatype, "shape": [-1, *self.dims]}
+
+
+# --- padding convention ----------------------------------------------------------------------
+# Variable-length inputs are padded at the end; an input whose name contains MASK says which
+# positions are real (1) and which are padding (0), so zero-padding a batch changes no answer.
+
+
+def is_mask(spec: TensorSpec) -> bool:
+    """True for the mask input of the padding convention."""
+    return "MASK" in spec.name.upper()
+
+
+def example_inputs(
+    specs: Sequence[TensorSpec], batch: int, length: int, seed: int, padding: int = 0
+) -> dict[str, np.ndarray]:
+    """Valid random inputs (warm-up, tests, benchmarks): `length` for every variable dim.
+
+    Masks are 1 except for the last `padding` positions (at least one stays real);
+    integer inputs hold small ids (below any vocabulary size), floats are normal.
+    """
+    rng = np.random.default_rng(seed)
+    real = max(1, length - padding)
+    arrays = {}
+    for spec in specs:
+        shape = [batch, *(length if d < 0 else d for d in spec.dims)]
+        if is_mask(spec):
+            array = np.zeros(shape, dtype=spec.np_dtype)
+            array[:, :real] = 1
+        elif spec.np_dtype.kind in "iu":
+            array = rng.integers(1, 10, size=shape).astype(spec.np_dtype)
+        else:
+            array = rng.standard_normal(shape).astype(spec.np_dtype)
+        arrays[spec.name] = array
+    return arrays

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,15 +27,22 @@ def model_repository() -> Path:
     return served_repository()
 
 
-@pytest.fixture(scope="session")
-def triton_server(model_repository: Path) -> Iterator[LocalTriton]:
-    """A real tritonserver (pip-shipped binary) serving `model_repository` on free ports."""
-    server = LocalTriton(model_repository)
+@contextlib.contextmanager
+def running_triton(repository: Path, what: str) -> Iterator[LocalTriton]:
+    """A real tritonserver (pip-shipped binary) serving `repository` on free ports."""
+    server = LocalTriton(repository)
     try:
         server.start()
     except LocalTritonError as exc:
-        pytest.fail(f"cannot start the local Triton server: {exc}", pytrace=False)
+        pytest.fail(f"cannot start {what}: {exc}", pytrace=False)
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_server(model_repository: Path) -> Iterator[LocalTriton]:
+    """A real tritonserver (pip-shipped binary) serving `model_repository` on free ports."""
+    with running_triton(model_repository, "the local Triton server") as server:
+        yield server

@@ -24,6 +24,7 @@ from service.model_contract import (
     PREPROCESSING_FILE,
     WARMUP_DIR,
     TensorSpec,
+    is_mask,
     version_dirs,
 )
 from training.recipes import MAX_BATCH_SIZE
@@ -70,15 +71,11 @@ def model_config(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec])
         entry = warmup.inputs[spec.name]
         entry.data_type = spec.config_data_type
         entry.dims.extend(dims)
-        if _is_mask(spec):
+        if is_mask(spec):
             entry.input_data_file = f"{spec.name}_ones"
         else:
             entry.zero_data = True
     return config
-
-
-def _is_mask(spec: TensorSpec) -> bool:
-    return "MASK" in spec.name
 
 
 def gpu_variant(config: mc.ModelConfig) -> mc.ModelConfig:
@@ -144,7 +141,7 @@ def write_model(
     warmup_dir = model_dir / WARMUP_DIR
     warmup_dir.mkdir(exist_ok=True)
     for spec in inputs:
-        if _is_mask(spec):
+        if is_mask(spec):
             shape = [WARMUP_LENGTH if d == -1 else d for d in spec.dims]
             ones = np.ones(shape, dtype=spec.np_dtype)
             (warmup_dir / f"{spec.name}_ones").write_bytes(ones.tobytes())

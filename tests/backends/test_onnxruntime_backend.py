@@ -17,14 +17,13 @@ import onnxruntime as ort
 import pytest
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2
-from tritonclient.utils import triton_to_np_dtype
 
 from service.local_triton import PROJECT_ROOT, _pytriton_dist
 from service.model_contract import (
     CONFIG_FILE,
     MODEL_FILE,
     TensorSpec,
-    datatype_name,
+    example_inputs,
     is_model_dir,
     parse_config,
     version_dirs,
@@ -103,22 +102,13 @@ MODEL_NAMES = sorted(p.name for p in served_repository().iterdir() if is_model_d
 def test_zero_padding_does_not_change_answers(model_repository: Path, name: str) -> None:
     """The repository's padding convention: padding at the end with zeros (mask 0) is exact."""
     config, onnx_path = _variable_models(model_repository)[name]
-    rng = np.random.default_rng(0)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     length, padded_length = 5, 13
-    inputs, padded = {}, {}
+    inputs = example_inputs([TensorSpec.from_config(t) for t in config.input], 1, length, seed=0)
+    padded = {}
     for spec in config.input:
-        dtype = triton_to_np_dtype(datatype_name(spec.data_type))
-        shape = [1, *(length if d < 0 else d for d in spec.dims)]
-        if "MASK" in spec.name.upper():
-            array = np.ones(shape, dtype)
-        elif np.issubdtype(dtype, np.integer):
-            array = rng.integers(1, 10, size=shape).astype(dtype)
-        else:
-            array = rng.standard_normal(shape).astype(dtype)
-        inputs[spec.name] = array
         pad = [(0, 0)] + [(0, padded_length - length if d < 0 else 0) for d in spec.dims]
-        padded[spec.name] = np.pad(array, pad)
+        padded[spec.name] = np.pad(inputs[spec.name], pad)
     outputs = [o.name for o in config.output]
     plain = session.run(outputs, inputs)
     with_padding = session.run(outputs, padded)

@@ -27,13 +27,16 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 from tritonclient.grpc import model_config_pb2
-from tritonclient.utils import InferenceServerException, triton_to_np_dtype
+from tritonclient.utils import InferenceServerException
 
 from service.local_triton import PROJECT_ROOT, LocalTriton, LocalTritonError, free_port
 from service.model_contract import (
     CONFIG_FILE,
     MODEL_FILE,
+    TensorSpec,
     datatype_name,
+    example_inputs,
+    is_mask,
     is_model_dir,
     parse_config,
     version_dirs,
@@ -43,7 +46,6 @@ from tests.conftest import served_repository
 pytestmark = pytest.mark.triton
 
 VARIABLE_LENGTHS = (3, 9, 17)  # lengths used for `-1` dims; several, so batches need padding
-INT_VALUE_RANGE = 10  # token ids below any vocabulary size
 
 
 @dataclass(frozen=True)
@@ -68,22 +70,9 @@ MODEL_NAMES = [m.name for m in load_models(served_repository())]
 
 
 def make_inputs(model: ModelFiles, batch: int, length: int, seed: int) -> dict[str, np.ndarray]:
-    """Valid inputs for any model: variable dims get `length`; masks mark the end as padding."""
-    rng = np.random.default_rng(seed)
-    real = max(1, length - 2)  # the last positions are padding, as the gateway sends them
-    arrays = {}
-    for spec in model.config.input:
-        shape = [batch, *(length if d < 0 else d for d in spec.dims)]
-        dtype = triton_to_np_dtype(datatype_name(spec.data_type))
-        if "MASK" in spec.name.upper():
-            array = np.zeros(shape, dtype=dtype)
-            array[:, :real] = 1
-        elif np.issubdtype(dtype, np.integer):
-            array = rng.integers(1, INT_VALUE_RANGE, size=shape).astype(dtype)
-        else:
-            array = rng.standard_normal(shape).astype(dtype)
-        arrays[spec.name] = array
-    return arrays
+    """Valid inputs for any model; the last positions are padding, as the gateway sends them."""
+    specs = [TensorSpec.from_config(t) for t in model.config.input]
+    return example_inputs(specs, batch, length, seed, padding=2)
 
 
 def onnxruntime_outputs(model: ModelFiles, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -379,8 +368,8 @@ def test_the_local_backend_fails_a_bad_request_alone(
         (m, spec.name)
         for m in models
         for spec in m.config.input
-        if "MASK" not in spec.name.upper()
-        and np.issubdtype(triton_to_np_dtype(datatype_name(spec.data_type)), np.integer)
+        if not is_mask(TensorSpec.from_config(spec))
+        and TensorSpec.from_config(spec).np_dtype.kind in "iu"
     ]
     if not token_models:
         pytest.skip("no model with integer token inputs in this repository")
