@@ -36,6 +36,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# Written by `modelgate build` into `<model>/<version>/`: the MLflow run that made the version.
+RUN_FILE = "run.json"
+
 RepositoryOption = Annotated[
     Path, typer.Option("--repository", "-r", help="Triton model repository directory.")
 ]
@@ -56,8 +59,23 @@ def build(
         bool,
         typer.Option(help="Add the export as the next version instead of replacing version 1."),
     ] = False,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MLFLOW_TRACKING_URI",
+            help="MLflow tracking URI for the build runs "
+            "(default: sqlite store mlruns/mlflow.db beside the repository).",
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(min=1, help="Train this many epochs instead of the recipe's (experiments)."),
+    ] = None,
 ) -> None:
-    """Train every model on its real data, export to ONNX, check parity and write the repository."""
+    """Train every model on its real data, export to ONNX, check parity and write the repository.
+
+    Each model's build is one MLflow run; the version directory records its id in run.json.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     # The ONNX exporter's optimiser logs every rewrite at INFO; keep the build's progress readable.
     for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
@@ -65,11 +83,16 @@ def build(
     # Imported here: the serving image has no torch.
     from training.build import build as build_repository
     from training.recipes import RECIPES
+    from training.slices import GroupFloorError
 
     unknown = sorted(set(model or []) - set(RECIPES))
     if unknown:
         raise typer.BadParameter(f"unknown model(s) {unknown}; known: {sorted(RECIPES)}")
-    build_repository(repository, model, new_version)
+    try:
+        build_repository(repository, model, new_version, tracking_uri, epochs)
+    except GroupFloorError as refused:
+        typer.echo(f"error: build refused: {refused}", err=True)
+        raise typer.Exit(1) from None
     show(repository)
 
 
@@ -87,6 +110,9 @@ def show(repository: RepositoryOption = Path("model_repository")) -> None:
             record = json.loads(evaluation.read_text())
             held_out = record["held_out"]
             summary = f"held-out accuracy {held_out['accuracy']:.4f} (n={held_out['size']})"
+        if versions and (model_dir / str(versions[-1]) / RUN_FILE).is_file():
+            run = json.loads((model_dir / str(versions[-1]) / RUN_FILE).read_text())
+            summary += f"  MLflow run {run['run_id']}"
         typer.echo(f"{model_dir.name:<20} versions {versions}  {summary}")
 
 
