@@ -58,7 +58,11 @@ def build_model(
     model_dir = repo / name
     torch.set_num_threads(THREADS)
     tracking_uri = tracking_uri or tracking.default_tracking_uri(repo)
-    with tracking.build_run(name, tracking_uri) as run, fingerprint.collect() as datasets:
+    project = tracking.project_dir(repo)
+    with (
+        tracking.build_run(name, tracking_uri, project) as run,
+        fingerprint.collect() as datasets,
+    ):
         started = time.monotonic()
         seed_everything(INIT_SEED)
         prepared = recipe.prepare()

@@ -63,8 +63,13 @@ def group_metric(dimension: str, group: str) -> str:
 
 def default_tracking_uri(repository: Path) -> str:
     """The local store beside the model repository: `<parent>/mlruns/mlflow.db`."""
-    store = repository.resolve().parent / STORE_DIR
+    store = project_dir(repository) / STORE_DIR
     return f"sqlite:///{store / STORE_DB}"
+
+
+def project_dir(repository: Path) -> Path:
+    """The directory holding the model repository (and, by default, the MLflow store)."""
+    return repository.resolve().parent
 
 
 def _local_artifact_root(tracking_uri: str) -> str | None:
@@ -83,6 +88,17 @@ def public_uri(tracking_uri: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def recorded_uri(tracking_uri: str, project: Path) -> str:
+    """The URI as written into the repository: no password, and a local store inside
+    `project` relative to it (`sqlite:///mlruns/mlflow.db`), so a checkout elsewhere still
+    finds it when `mlflow ui` runs from the project directory."""
+    if tracking_uri.startswith("sqlite:///"):
+        database = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+        if database.is_relative_to(project.resolve()):
+            return f"sqlite:///{database.relative_to(project.resolve())}"
+    return public_uri(tracking_uri)
 
 
 def package_versions() -> dict[str, str]:
@@ -124,12 +140,12 @@ class RunReference:
 class BuildRun:
     """The active MLflow run of one model build."""
 
-    def __init__(self, run: mlflow.ActiveRun, tracking_uri: str) -> None:
+    def __init__(self, run: mlflow.ActiveRun, recorded_uri: str) -> None:
         self.reference = RunReference(
             run_id=run.info.run_id,
             experiment=EXPERIMENT,
             experiment_id=run.info.experiment_id,
-            tracking_uri=public_uri(tracking_uri),
+            tracking_uri=recorded_uri,
         )
 
     def log_params(self, params: Mapping[str, Any]) -> None:
@@ -185,8 +201,11 @@ def _experiment_id(tracking_uri: str) -> str:
 
 
 @contextmanager
-def build_run(model: str, tracking_uri: str) -> Iterator[BuildRun]:
-    """An MLflow run for one model build; marked FAILED if the build raises (or is refused)."""
+def build_run(model: str, tracking_uri: str, project: Path) -> Iterator[BuildRun]:
+    """An MLflow run for one model build; marked FAILED if the build raises (or is refused).
+
+    `project` is the directory holding the model repository (see `recorded_uri`).
+    """
     if tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri)
@@ -194,7 +213,7 @@ def build_run(model: str, tracking_uri: str) -> Iterator[BuildRun]:
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=f"{model} build", tags={"model": model}
     ) as run:
-        yield BuildRun(run, tracking_uri)
+        yield BuildRun(run, recorded_uri(tracking_uri, project))
 
 
 def write_run_file(version_dir: Path, reference: RunReference) -> None:
