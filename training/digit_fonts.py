@@ -82,11 +82,11 @@ FONTS: tuple[DigitFont, ...] = (
     DigitFont("Computer Modern Roman", "Math Italic (old-style figures)", "cmmi10.ttf"),
     DigitFont("Computer Modern Sans", "Regular", "cmss10.ttf"),
     DigitFont("Computer Modern Typewriter", "Regular", "cmtt10.ttf"),
-    DigitFont("Aileron (Pillow's default font)", "Regular", None),
+    DigitFont("Aileron (Pillow default font)", "Regular", None),
 )
 
 # Held out of training as whole families: a serif, a sans and a humanist sans.
-HELD_OUT_FAMILIES = ("DejaVu Serif", "Computer Modern Sans", "Aileron (Pillow's default font)")
+HELD_OUT_FAMILIES = ("DejaVu Serif", "Computer Modern Sans", "Aileron (Pillow default font)")
 
 
 def training_fonts() -> list[DigitFont]:

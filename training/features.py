@@ -15,20 +15,20 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from service.preprocess.image import check_spec, image_tensor
+from service.preprocess import image as image_preprocess
 from service.preprocess.sequence import sequence_inputs
 from service.preprocess.text import text_inputs, without_padding
 from service.repository import ImageSpec, SequenceSpec, TextSpec, spec_from_block
 from service.tensors import stack_padded
 
 
-def image_tensors(images: Sequence[np.ndarray] | np.ndarray, block: dict[str, Any]) -> np.ndarray:
+def image_tensor(images: Sequence[np.ndarray] | np.ndarray, block: dict[str, Any]) -> np.ndarray:
     """Grayscale 8-bit images (each (H, W), sizes may differ) -> (N, C, H, W) float32 tensors."""
     spec = spec_from_block(ImageSpec, block)
-    check_spec(spec)
+    image_preprocess.check_spec(spec)
     return np.stack(
         [
-            image_tensor(
+            image_preprocess.image_tensor(
                 Image.fromarray(np.asarray(pixels, np.uint8)).convert(spec.color_mode), spec
             )
             for pixels in images

@@ -58,7 +58,7 @@ def test_digits_served_as_trained(case: str) -> None:
     model_dir = REPO / "digits_cnn"
     images = digits_cases()[case]
     block = read_preprocessing(model_dir)["image"]
-    trained = features.image_tensors(images, block)
+    trained = features.image_tensor(images, block)
     served = served_batch(load_model(model_dir), [png(i) for i in images])
     assert served[block["input"]].dtype == trained.dtype == np.float32
     np.testing.assert_array_equal(served[block["input"]], trained)

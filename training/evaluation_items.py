@@ -1,4 +1,4 @@
-"""Named evaluation sets of a model, each on data it never trained on, with per-item results.
+"""Per-item results of a model's named evaluation sets, each on data it never trained on.
 
 A model's held-out split says how it does on data like its training data; the sets here say how
 it does on what users send. Each set has a name, a description, its items (an id saying what
@@ -26,7 +26,7 @@ from training.evaluate import classification_metrics, read_labels, read_preproce
 
 
 @dataclass(frozen=True)
-class EvaluationSet:
+class ItemSet:
     """Model inputs of one named set, their true labels and an id per item."""
 
     name: str
@@ -36,7 +36,7 @@ class EvaluationSet:
     ids: list[str]
 
 
-def digit_sets(model_dir: Path) -> list[EvaluationSet]:
+def digit_sets(model_dir: Path) -> list[ItemSet]:
     """scikit-learn held-out (both polarities) and held-out font families (both polarities)."""
     spec = read_preprocessing(model_dir)["image"]
     name = spec["input"]
@@ -46,17 +46,17 @@ def digit_sets(model_dir: Path) -> list[EvaluationSet]:
     sizes = ", ".join(str(s) for s in digit_fonts.EVAL_SIZES)
     offsets = ", ".join(digit_fonts.EVAL_OFFSETS)
     sets = [
-        EvaluationSet(
+        ItemSet(
             "held_out",
             "scikit-learn digits held out of training (8x8 scans, light ink on dark)",
-            {name: features.image_tensors(test.images, spec)},
+            {name: features.image_tensor(test.images, spec)},
             test.labels,
             scan_ids,
         ),
-        EvaluationSet(
+        ItemSet(
             "held_out_inverted",
             "the same held-out digits inverted: dark ink on light, like a pen on paper",
-            {name: features.image_tensors(255 - test.images, spec)},
+            {name: features.image_tensor(255 - test.images, spec)},
             test.labels,
             scan_ids,
         ),
@@ -67,11 +67,11 @@ def digit_sets(model_dir: Path) -> list[EvaluationSet]:
     ):
         rendered = digit_fonts.held_out_font_digits(polarity)
         sets.append(
-            EvaluationSet(
+            ItemSet(
                 f"held_out_fonts_{polarity}",
                 f"typed digits, {words}, in font families never trained on ({families}); "
                 f"every style, font sizes {sizes} px, placed at {offsets}",
-                {name: features.image_tensors(rendered.images, spec)},
+                {name: features.image_tensor(rendered.images, spec)},
                 rendered.labels,
                 rendered.ids,
             )
@@ -80,10 +80,10 @@ def digit_sets(model_dir: Path) -> list[EvaluationSet]:
 
 
 # Which models have evaluation sets beyond the held-out split (by model directory name).
-PROVIDERS: dict[str, Callable[[Path], list[EvaluationSet]]] = {"digits_cnn": digit_sets}
+PROVIDERS: dict[str, Callable[[Path], list[ItemSet]]] = {"digits_cnn": digit_sets}
 
 
-def evaluate_sets(model_dir: Path, version: int) -> dict[str, dict[str, Any]]:
+def evaluate_items(model_dir: Path, version: int) -> dict[str, dict[str, Any]]:
     """Metrics and per-item results of every evaluation set of the model (empty if none)."""
     provider = PROVIDERS.get(model_dir.name)
     if provider is None:
@@ -91,17 +91,15 @@ def evaluate_sets(model_dir: Path, version: int) -> dict[str, dict[str, Any]]:
     labels = read_labels(model_dir, read_preprocessing(model_dir))
     onnx_path = model_dir / str(version) / "model.onnx"
     results: dict[str, dict[str, Any]] = {}
-    for evaluation_set in provider(model_dir):
-        predicted = run_onnx(onnx_path, evaluation_set.inputs).argmax(axis=1)
-        metrics = classification_metrics(labels, evaluation_set.labels, predicted)
-        results[evaluation_set.name] = {
-            "description": evaluation_set.description,
+    for item_set in provider(model_dir):
+        predicted = run_onnx(onnx_path, item_set.inputs).argmax(axis=1)
+        metrics = classification_metrics(labels, item_set.labels, predicted)
+        results[item_set.name] = {
+            "description": item_set.description,
             **metrics.to_json(),
             "items": [
                 {"id": item, "label": labels[int(truth)], "predicted": labels[int(guess)]}
-                for item, truth, guess in zip(
-                    evaluation_set.ids, evaluation_set.labels, predicted, strict=True
-                )
+                for item, truth, guess in zip(item_set.ids, item_set.labels, predicted, strict=True)
             ],
         }
     return results
