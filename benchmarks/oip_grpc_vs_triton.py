@@ -7,7 +7,10 @@ other, for `--duration` seconds each (after `--warmup` unmeasured seconds):
 2. gateway-tensor: the same tensors to the gateway's OIP gRPC port (validated, batched by the
                    gateway, forwarded to the same Triton over gRPC);
 3. gateway-raw:    the equivalent raw payload (PNG / phrase / JSON sequence) in the model's
-                   BYTES input, preprocessed by the gateway (skip with --no-raw).
+                   BYTES input, preprocessed by the gateway (skip with --no-raw);
+4. bare:           the same tensors to `benchmarks/bare_servers.py grpc`, a `grpc.aio` server
+                   that answers without doing anything: the floor of a Python gRPC front door
+                   (skip with --no-bare).
 
 Starts a local Triton and a gateway (`modelgate serve`, one worker) unless addresses are given.
 
@@ -19,12 +22,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
+import sys
+import time
 from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
 from common import (  # first: puts the project root on sys.path
+    ROOT,
     add_common_arguments,
     closed_loop,
     grpc_inputs,
@@ -35,7 +42,8 @@ from common import (  # first: puts the project root on sys.path
     start_gateway,
 )
 
-from service.local_triton import LocalTriton
+from service.cli import stop_process
+from service.local_triton import LocalTriton, free_port
 from service.oip.core import raw_input_name
 from service.repository import ModelSpec, load_repository
 
@@ -64,12 +72,33 @@ async def run_path(
     return latency_summary(latencies, errors, seconds)
 
 
+def wait_for_grpc(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """Until the server at `url` answers ServerLive (or its process exits)."""
+
+    async def live() -> bool:
+        client = grpcaio.InferenceServerClient(url)
+        try:
+            return bool(await client.is_server_live())
+        except Exception:
+            return False
+        finally:
+            await client.close()
+
+    give_up = time.monotonic() + timeout_s
+    while time.monotonic() < give_up and process.poll() is None:
+        if asyncio.run(live()):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"no gRPC server at {url}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_common_arguments(parser, model="digits_cnn", gateway_url="gRPC host:port")
     parser.add_argument("--no-raw", action="store_true", help="skip the raw-payload path")
+    parser.add_argument("--no-bare", action="store_true", help="skip the do-nothing server")
     args = parser.parse_args()
 
     spec = load_repository(args.repository)[args.model]
@@ -93,6 +122,15 @@ def main() -> int:
             labels = [grpcaio.InferRequestedOutput("LABELS")]
             paths.append(("gateway OIP gRPC (raw payload)", gateway_url, raw_inputs(spec, encoded),
                           labels))  # fmt: skip
+        if not args.no_bare:
+            port = free_port()
+            bare = subprocess.Popen(
+                [sys.executable, str(ROOT / "benchmarks" / "bare_servers.py"), "grpc",
+                 "--port", str(port)]
+            )  # fmt: skip
+            stack.callback(stop_process, bare, 10.0)
+            wait_for_grpc(f"127.0.0.1:{port}", bare)
+            paths.append(("bare gRPC server (floor)", f"127.0.0.1:{port}", tensors, logits))
         for name, url, inputs, outputs in paths:
             results[name] = asyncio.run(run_path(url, spec.name, inputs, outputs, args))
 

@@ -4,7 +4,9 @@ Three servers, one process each, on free ports:
 
 - naive:    `benchmarks/naive_server.py` (FastAPI + onnxruntime, one ORT call per request);
 - embedded: `modelgate serve` with `MODELGATE_BACKEND=embedded` (in-process ONNX Runtime);
-- triton:   `modelgate serve` in front of a local Triton (started here) over gRPC.
+- triton:   `modelgate serve` in front of a local Triton (started here) over gRPC;
+- bare:     `benchmarks/bare_servers.py http`, a server that answers without doing anything: the
+            floor of any Python HTTP server on this machine with this client.
 
 One client process (aiohttp) sends the same REST predict body to each (`{"inputs": [...],
 "top_k": 1}`: a base64 PNG, a phrase, a JSON sequence) in a closed loop. Rounds are interleaved:
@@ -44,7 +46,7 @@ from service.cli import stop_process, wait_for_gateway
 from service.local_triton import LocalTriton, free_port
 from service.repository import load_repository
 
-SERVERS = ("naive", "embedded", "triton")
+SERVERS = ("naive", "embedded", "triton", "bare")
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -60,17 +62,11 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
-def start_naive(stack: ExitStack, repository: Path) -> tuple[str, subprocess.Popen[bytes]]:
+def start_server(stack: ExitStack, *command: str) -> tuple[str, subprocess.Popen[bytes]]:
+    """A benchmark server script of this folder on a free port."""
     port = free_port()
     process = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "naive_server.py"),
-            "--repository",
-            str(repository),
-            "--port",
-            str(port),
-        ]
+        [sys.executable, str(ROOT / "benchmarks" / command[0]), *command[1:], "--port", str(port)]
     )
     stack.callback(stop_process, process, 30.0)
     url = f"http://127.0.0.1:{port}"
@@ -140,6 +136,14 @@ def main() -> int:
         help="another checkout of the project: also runs its gateways (embedded@base, "
         "triton@base) in the same interleaved rounds, for before/after figures",
     )
+    parser.add_argument(
+        "--baseline-setting",
+        action="append",
+        default=None,
+        metavar="NAME=VALUE",
+        help="settings of the @base gateways instead of --gateway-setting (repeatable); "
+        "without --baseline-tree this tree runs them, to compare two configurations",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = parser.parse_args()
 
@@ -153,25 +157,30 @@ def main() -> int:
         urls: dict[str, str] = {}
         pids: dict[str, dict[str, int]] = {}
         if "naive" in args.servers:
-            url, process = start_naive(stack, args.repository)
+            url, process = start_server(
+                stack, "naive_server.py", "--repository", str(args.repository)
+            )
             urls["naive"], pids["naive"] = url, {"server": process.pid}
-        trees = {"": ROOT}
-        if args.baseline_tree is not None:
-            trees["@base"] = args.baseline_tree.resolve()
+        if "bare" in args.servers:
+            url, process = start_server(stack, "bare_servers.py", "http")
+            urls["bare"], pids["bare"] = url, {"server": process.pid}
+        trees = {"": (ROOT, args.gateway_setting)}
+        if args.baseline_tree is not None or args.baseline_setting is not None:
+            tree = args.baseline_tree.resolve() if args.baseline_tree else ROOT
+            trees["@base"] = (tree, args.baseline_setting or args.gateway_setting)
         if "embedded" in args.servers:
-            settings = ["backend=embedded", *args.gateway_setting]
-            for suffix, tree in trees.items():
+            for suffix, (tree, settings) in trees.items():
                 url, _, process = start_gateway_process(
-                    stack, args.repository, "unused:1", settings, root=tree
+                    stack, args.repository, "unused:1", ["backend=embedded", *settings], root=tree
                 )
                 urls[f"embedded{suffix}"] = url
                 pids[f"embedded{suffix}"] = {"server": process.pid}
         if "triton" in args.servers:
             triton = stack.enter_context(LocalTriton(args.repository))
             assert triton.pid is not None
-            for suffix, tree in trees.items():
+            for suffix, (tree, settings) in trees.items():
                 url, _, process = start_gateway_process(
-                    stack, args.repository, triton.grpc_url, args.gateway_setting, root=tree
+                    stack, args.repository, triton.grpc_url, settings, root=tree
                 )
                 urls[f"triton{suffix}"] = url
                 pids[f"triton{suffix}"] = {"server": process.pid, "triton": triton.pid}
@@ -189,7 +198,9 @@ def main() -> int:
     load = " ".join(f"{x:.2f}" for x in psutil.getloadavg())
     print(
         f"rounds={args.rounds} duration={args.duration:g}s warmup={args.warmup:g}s "
-        f"gateway settings={args.gateway_setting or 'defaults'} cpus={psutil.cpu_count()} "
+        f"gateway settings={args.gateway_setting or 'defaults'} "
+        f"@base: {args.baseline_tree or 'this tree'} {args.baseline_setting or ''} "
+        f"cpus={psutil.cpu_count()} "
         f"load={load}"
     )
     print(

@@ -31,7 +31,9 @@ def create_backend(
 ) -> InferenceBackend:
     """The backend the settings name."""
     if settings.backend == "embedded":
-        return EmbeddedBackend(specs, threads=settings.embedded_threads)
+        return EmbeddedBackend(
+            specs, threads=settings.embedded_threads, inline_rows=settings.embedded_inline_rows
+        )
     return TritonBackend(
         settings.triton_urls,
         settings.triton_protocol,

@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -31,6 +33,25 @@ from service.settings import Settings
 from service.tensors import Collator
 
 log = logging.getLogger(__name__)
+
+# Request ids: a random per-process prefix and a counter. As unique as uuid4 across processes
+# and replicas for any practical purpose, without a call for 16 random bytes per request.
+_id_prefix = uuid.uuid4().hex[:16]
+_id_counter = itertools.count()
+
+
+def _new_id_prefix() -> None:  # a forked worker must not repeat its parent's ids
+    global _id_prefix
+    _id_prefix = uuid.uuid4().hex[:16]
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
+def new_request_id() -> str:
+    """A fresh 32-hex-digit request id."""
+    return f"{_id_prefix}{next(_id_counter):016x}"
+
 
 # Payloads at least this large are decoded in a worker thread so the event loop keeps serving.
 THREAD_DECODE_BYTES = 256 * 1024
@@ -82,7 +103,7 @@ class _Tracked:
             model=model,
             endpoint=endpoint,
             protocol=protocol,
-            request_id=request_id or uuid.uuid4().hex,
+            request_id=request_id or new_request_id(),
             started=started,
             deadline=started + dataplane.settings.request_timeout_s,
         )

@@ -13,17 +13,15 @@ from service.backends.base import InferenceBackend, Readiness
 from service.errors import BadInput, UpstreamError
 from service.repository import ModelSpec
 
-# Batches of at most this many rows run on the event loop itself; larger ones in the pool.
-INLINE_ROWS = 4
-
 
 class EmbeddedBackend(InferenceBackend):
     """One ONNX Runtime session per model; tiny batches run inline, larger ones in a small thread
     pool off the event loop."""
 
-    def __init__(self, specs: list[ModelSpec], threads: int = 1) -> None:
+    def __init__(self, specs: list[ModelSpec], threads: int = 1, inline_rows: int = 16) -> None:
         self._specs = specs
         self._threads = threads
+        self._inline_rows = inline_rows
         self._sessions: dict[str, ort.InferenceSession] = {}
         self._errors: dict[str, str] = {}
         self._pool = ThreadPoolExecutor(
@@ -60,7 +58,7 @@ class EmbeddedBackend(InferenceBackend):
         feed = {t.name: inputs[t.name] for t in spec.inputs}
         rows = next(iter(feed.values())).shape[0] if feed else 0
         try:
-            if rows <= INLINE_ROWS:
+            if rows <= self._inline_rows:
                 # A handful of rows on a small model runs in tens of microseconds: less than the
                 # hop to a worker thread and back costs the event loop.
                 values = session.run(names, feed)
