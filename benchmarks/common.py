@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import tritonclient.grpc.aio as grpcaio
 from PIL import Image
 
@@ -152,6 +153,19 @@ async def closed_loop(
     return latencies, duration_s, errors
 
 
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its live descendants (from /proc)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in (root, *root.children(recursive=True)):
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def latency_summary(latencies_s: list[float], errors: int, seconds: float) -> dict[str, float]:
     """Throughput and p50/p99 (milliseconds) of one measured window."""
     ms = np.asarray(latencies_s) * 1000
@@ -165,10 +179,16 @@ def latency_summary(latencies_s: list[float], errors: int, seconds: float) -> di
 
 
 def print_results(results: dict[str, dict[str, float]]) -> None:
+    """One line per path; server CPU per request where it was measured."""
     width = max(len(name) for name in results) + 2
-    print(f"{'path':{width}} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(
+        f"{'path':{width}} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'p99/p50':>8} "
+        f"{'errors':>7} {'server cpu us/req':>18}"
+    )
     for name, row in results.items():
+        cpu = row.get("server_cpu_us")
         print(
             f"{name:{width}} {row['throughput_rps']:8.0f} {row['p50_ms']:8.2f} "
-            f"{row['p99_ms']:8.2f} {row['errors']:7.0f}"
+            f"{row['p99_ms']:8.2f} {row['p99_ms'] / row['p50_ms']:8.1f} {row['errors']:7.0f} "
+            f"{'' if cpu is None else f'{cpu:.0f}':>18}"
         )

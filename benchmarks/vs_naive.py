@@ -40,6 +40,7 @@ from common import (  # first: puts the project root on sys.path
     rest_body,
     sample_payload,
     start_gateway_process,
+    tree_cpu_s,
 )
 
 from service.cli import stop_process, wait_for_gateway
@@ -47,19 +48,6 @@ from service.local_triton import LocalTriton, free_port
 from service.repository import load_repository
 
 SERVERS = ("naive", "embedded", "triton", "bare")
-
-
-def tree_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process and its live descendants (from /proc)."""
-    root = psutil.Process(pid)
-    total = 0.0
-    for process in (root, *root.children(recursive=True)):
-        try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
 
 
 def start_server(stack: ExitStack, *command: str) -> tuple[str, subprocess.Popen[bytes]]:
