@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -19,7 +18,6 @@ import typer
 from pydantic import ValidationError
 
 from service.examples import curl_command
-from service.loadtest import cli as loadtest_cli
 from service.local_triton import (
     DEFAULT_REPOSITORY,
     LocalTriton,
@@ -27,73 +25,20 @@ from service.local_triton import (
     port_in_use,
     serve_until_stopped,
 )
+from service.model_contract import EVALUATION_FILE, RUN_FILE, is_model_dir, version_dirs
 from service.repository import RepositoryError, load_repository
 from service.settings import Settings
 
+# The gateway's commands; modelgate/cli.py adds training's and the load tests' beside them.
 app = typer.Typer(
     no_args_is_help=True,
-    help="modelgate: train, export and serve models behind Triton.",
+    help="modelgate gateway: serve the model repository behind Triton.",
     pretty_exceptions_enable=False,
 )
-
-# Written by `modelgate build` into `<model>/<version>/`: the MLflow run that made the version.
-RUN_FILE = "run.json"
 
 RepositoryOption = Annotated[
     Path, typer.Option("--repository", "-r", help="Triton model repository directory.")
 ]
-
-
-@app.callback()
-def main() -> None:
-    """modelgate command line."""
-
-
-@app.command()
-def build(
-    repository: RepositoryOption = Path("model_repository"),
-    model: Annotated[
-        list[str] | None, typer.Option("--model", "-m", help="Only this model (repeatable).")
-    ] = None,
-    new_version: Annotated[
-        bool,
-        typer.Option(help="Add the export as the next version instead of replacing version 1."),
-    ] = False,
-    tracking_uri: Annotated[
-        str | None,
-        typer.Option(
-            envvar="MLFLOW_TRACKING_URI",
-            help="MLflow tracking URI for the build runs "
-            "(default: sqlite store mlruns/mlflow.db beside the repository).",
-        ),
-    ] = None,
-    epochs: Annotated[
-        int | None,
-        typer.Option(min=1, help="Train this many epochs instead of the recipe's (experiments)."),
-    ] = None,
-) -> None:
-    """Train every model on its real data, export to ONNX, check parity and write the repository.
-
-    Each model's build is one MLflow run; the version directory records its id in run.json.
-    """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    # The ONNX exporter's optimiser logs every rewrite at INFO; keep the build's progress readable.
-    for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Imported here: the serving image has no torch.
-    from training.build import build as build_repository
-    from training.recipes import RECIPES
-    from training.slices import GroupFloorError
-
-    unknown = sorted(set(model or []) - set(RECIPES))
-    if unknown:
-        raise typer.BadParameter(f"unknown model(s) {unknown}; known: {sorted(RECIPES)}")
-    try:
-        build_repository(repository, model, new_version, tracking_uri, epochs)
-    except GroupFloorError as refused:
-        typer.echo(f"error: build refused: {refused}", err=True)
-        raise typer.Exit(1) from None
-    show(repository)
 
 
 @app.command()
@@ -102,10 +47,10 @@ def show(repository: RepositoryOption = Path("model_repository")) -> None:
     if not repository.is_dir():
         typer.echo(f"error: no model repository at {repository}; run `modelgate build`", err=True)
         raise typer.Exit(2)
-    for model_dir in sorted(p for p in repository.iterdir() if (p / "config.pbtxt").is_file()):
-        versions = sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit())
+    for model_dir in sorted(p for p in repository.iterdir() if is_model_dir(p)):
+        versions = version_dirs(model_dir)
         summary = ""
-        evaluation = model_dir / "evaluation.json"
+        evaluation = model_dir / EVALUATION_FILE
         if evaluation.is_file():
             record = json.loads(evaluation.read_text())
             held_out = record["held_out"]
@@ -278,7 +223,10 @@ def up(
     def _terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    # SIGINT too: a shell without job control starts background commands with SIGINT
+    # ignored, and Python then never raises KeyboardInterrupt, so Ctrl-C (or a
+    # supervisor's SIGINT) would not stop `up` started that way.
+    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGINT)}
     triton = LocalTriton(repository)
     gateway: subprocess.Popen[bytes] | None = None
     code = 0
@@ -323,15 +271,10 @@ def up(
         if gateway is not None:
             stop_process(gateway, grace_s=Settings.model_fields["shutdown_grace_s"].default + 5)
         triton.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         typer.echo("Stopped.")
     raise typer.Exit(code)
-
-
-# Load testing against SLAs (loadtests/README.md); heavy imports stay inside the commands.
-app.command("loadtest")(loadtest_cli.loadtest)
-app.command("capacity")(loadtest_cli.capacity)
-app.command("verdict")(loadtest_cli.verdict)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from service import model_contract as contract
 from training import data, fingerprint, repository, slices, tracking
 from training.evaluate import evaluate_model_dir, evaluation_sets
 from training.export import PARITY_ATOL, PARITY_RTOL, ParityCase, check_parity, export_onnx
@@ -206,19 +207,19 @@ def build_model(
         write(model_dir)
         version_dir = model_dir / str(version)
         tracking.write_run_file(version_dir, run.reference)
-        (model_dir / repository.EVALUATION_FILE).write_text(
+        (model_dir / contract.EVALUATION_FILE).write_text(
             json.dumps(record, indent=2) + "\n", encoding="utf-8"
         )
-        (model_dir / repository.CARD_FILE).write_text(
+        (model_dir / contract.CARD_FILE).write_text(
             model_card(name, recipe.kind, prepared, record, parity, groups), encoding="utf-8"
         )
         for artifact in (
-            version_dir / repository.MODEL_FILE,
-            model_dir / repository.CARD_FILE,
-            model_dir / repository.EVALUATION_FILE,
-            model_dir / repository.CONFIG_FILE,
-            model_dir / repository.PREPROCESSING_FILE,
-            model_dir / repository.LABELS_FILE,
+            version_dir / contract.MODEL_FILE,
+            model_dir / contract.CARD_FILE,
+            model_dir / contract.EVALUATION_FILE,
+            model_dir / contract.CONFIG_FILE,
+            model_dir / contract.PREPROCESSING_FILE,
+            model_dir / contract.LABELS_FILE,
         ):
             run.log_artifact(artifact, "model")
         for extra in prepared.extra_files:
@@ -272,7 +273,7 @@ def _tensor_rows(prepared: Prepared) -> str:
     for direction, specs in (("input", prepared.inputs), ("output", prepared.outputs)):
         for spec in specs:
             dims = ", ".join(str(d) for d in (-1, *spec.dims))
-            rows.append(f"| {direction} | `{spec.name}` | {spec.dtype} | [{dims}] |")
+            rows.append(f"| {direction} | `{spec.name}` | {spec.np_dtype} | [{dims}] |")
     return "\n".join(rows)
 
 

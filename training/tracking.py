@@ -29,13 +29,13 @@ import mlflow
 from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.meta_dataset import MetaDataset
 
+from service.model_contract import RUN_FILE
 from training.fingerprint import Fingerprint
 
 EXPERIMENT = "modelgate"
 STORE_DIR = "mlruns"
 STORE_DB = "mlflow.db"
 # Written into `<model>/<version>/`; Triton reads only the version's model.onnx.
-RUN_FILE = "run.json"
 # Installed versions recorded with every run (the full list goes in environment.txt).
 KEY_PACKAGES = (
     "torch",

@@ -16,8 +16,9 @@ import mlflow
 import pytest
 from typer.testing import CliRunner
 
-from service.cli import app
-from training import recipes, repository, tracking
+from modelgate.cli import app
+from service import model_contract as contract
+from training import recipes, tracking
 
 MODEL = "digits_cnn"
 
@@ -47,23 +48,23 @@ def built(tmp_path_factory: pytest.TempPathFactory, store: str) -> Path:
 
 
 def _record(repo: Path) -> dict:
-    return json.loads((repo / MODEL / repository.EVALUATION_FILE).read_text())
+    return json.loads((repo / MODEL / contract.EVALUATION_FILE).read_text())
 
 
 def _run_id(repo: Path) -> str:
-    reference = json.loads((repo / MODEL / "1" / tracking.RUN_FILE).read_text())
+    reference = json.loads((repo / MODEL / "1" / contract.RUN_FILE).read_text())
     return str(reference["run_id"])
 
 
 def test_version_directory_names_its_run(built: Path, store: str) -> None:
-    reference = json.loads((built / MODEL / "1" / tracking.RUN_FILE).read_text())
+    reference = json.loads((built / MODEL / "1" / contract.RUN_FILE).read_text())
     assert reference["tracking_uri"] == store
     assert reference["experiment"] == tracking.EXPERIMENT
     run = mlflow.MlflowClient(store).get_run(reference["run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.tags["model"] == MODEL
     assert _record(built)["run"]["run_id"] == reference["run_id"]
-    card = (built / MODEL / repository.CARD_FILE).read_text()
+    card = (built / MODEL / contract.CARD_FILE).read_text()
     assert f"MLflow run `{reference['run_id']}`" in card
 
 
@@ -117,14 +118,14 @@ def test_run_holds_the_artifacts(built: Path, store: str) -> None:
     assert {"parity.json", "environment.txt", "architecture.txt", "model"} <= names
     model_files = {a.path for a in client.list_artifacts(run_id, "model")}
     for file in (
-        repository.MODEL_FILE,
-        repository.CARD_FILE,
-        repository.EVALUATION_FILE,
-        repository.CONFIG_FILE,
+        contract.MODEL_FILE,
+        contract.CARD_FILE,
+        contract.EVALUATION_FILE,
+        contract.CONFIG_FILE,
     ):
         assert f"model/{file}" in model_files
-    local = Path(client.download_artifacts(run_id, f"model/{repository.MODEL_FILE}"))
-    assert local.read_bytes() == (built / MODEL / "1" / repository.MODEL_FILE).read_bytes()
+    local = Path(client.download_artifacts(run_id, f"model/{contract.MODEL_FILE}"))
+    assert local.read_bytes() == (built / MODEL / "1" / contract.MODEL_FILE).read_bytes()
     parity = json.loads(Path(client.download_artifacts(run_id, "parity.json")).read_text())
     assert parity == _record(built)["parity"]
     environment = Path(client.download_artifacts(run_id, "environment.txt")).read_text()
@@ -141,7 +142,7 @@ def test_run_records_the_data_fingerprints(built: Path, store: str) -> None:
         assert logged[name].dataset.digest == fingerprint["sha256"][:36]
         context = {t.key: t.value for t in logged[name].tags}["mlflow.data.context"]
         assert context == ("training" if name == "digits train" else "evaluation")
-    card = (built / MODEL / repository.CARD_FILE).read_text()
+    card = (built / MODEL / contract.CARD_FILE).read_text()
     for fingerprint in data.values():
         assert f"`{fingerprint['sha256'][:16]}`" in card
 
