@@ -220,7 +220,10 @@ def up(
     def _terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    # SIGINT too: a shell without job control starts background commands with SIGINT
+    # ignored, and Python then never raises KeyboardInterrupt, so Ctrl-C (or a
+    # supervisor's SIGINT) would not stop `up` started that way.
+    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGINT)}
     triton = LocalTriton(repository)
     gateway: subprocess.Popen[bytes] | None = None
     code = 0
@@ -265,7 +268,8 @@ def up(
         if gateway is not None:
             stop_process(gateway, grace_s=Settings.model_fields["shutdown_grace_s"].default + 5)
         triton.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         typer.echo("Stopped.")
     raise typer.Exit(code)
 
