@@ -33,30 +33,23 @@ def read_lines(stream: object, sink: queue.Queue[str]) -> None:
 def test_up_prints_working_examples_and_stops_cleanly(model_repository: Path) -> None:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    # A suite started in the background (`pytest &`) ignores SIGINT, and an ignored signal
-    # stays ignored in children: give `up` the Ctrl-C of a terminal (a caught signal is
-    # reset to its default at exec).
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service.cli",
-                "up",
-                "--port",
-                str(port),
-                "-r",
-                str(model_repository),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            cwd=ROOT,
-        )
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "up",
+            "--port",
+            str(port),
+            "-r",
+            str(model_repository),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=read_lines, args=(process.stdout, lines), daemon=True).start()
     output: list[str] = []
