@@ -25,7 +25,7 @@ from service.local_triton import (
     port_in_use,
     serve_until_stopped,
 )
-from service.model_contract import EVALUATION_FILE, is_model_dir, version_dirs
+from service.model_contract import EVALUATION_FILE, RUN_FILE, is_model_dir, version_dirs
 from service.repository import RepositoryError, load_repository
 from service.settings import Settings
 
@@ -55,6 +55,9 @@ def show(repository: RepositoryOption = Path("model_repository")) -> None:
             record = json.loads(evaluation.read_text())
             held_out = record["held_out"]
             summary = f"held-out accuracy {held_out['accuracy']:.4f} (n={held_out['size']})"
+        if versions and (model_dir / str(versions[-1]) / RUN_FILE).is_file():
+            run = json.loads((model_dir / str(versions[-1]) / RUN_FILE).read_text())
+            summary += f"  MLflow run {run['run_id']}"
         typer.echo(f"{model_dir.name:<20} versions {versions}  {summary}")
 
 

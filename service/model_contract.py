@@ -27,6 +27,8 @@ LABELS_FILE = "labels.txt"
 PREPROCESSING_FILE = "preprocessing.json"
 EVALUATION_FILE = "evaluation.json"
 CARD_FILE = "MODEL_CARD.md"
+# Written by `modelgate build` into `<model>/<version>/`: the MLflow run that made the version.
+RUN_FILE = "run.json"
 # Triton's custom model configurations: `--model-config-name=gpu` loads configs/gpu.pbtxt.
 GPU_CONFIG_FILE = "configs/gpu.pbtxt"
 WARMUP_DIR = "warmup"

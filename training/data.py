@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from training.fingerprint import loads
+
 SEED = 20261125
 
 # --- digits (CNN) -----------------------------------------------------------------
@@ -36,6 +38,11 @@ def digit_to_image(pixels_0_16: np.ndarray) -> Image.Image:
     return Image.fromarray(np.round(grid * (255.0 / 16.0)).astype(np.uint8), mode="L")
 
 
+@loads(
+    "digits",
+    "scikit-learn",
+    f"load_digits, stratified train_test_split test_size={DIGITS_TEST_FRACTION}, random_state=0",
+)
 def load_digits_split() -> tuple[ImageSplit, ImageSplit]:
     """scikit-learn's handwritten digits (1,797 images, 10 classes), stratified 75/25 split.
 
@@ -67,6 +74,7 @@ class SequenceSplit:
     labels: np.ndarray
 
 
+@loads("JapaneseVowels", "aeon", "UCR/UEA JapaneseVowels, the archive's own train/test split")
 def load_vowels_split() -> tuple[SequenceSplit, SequenceSplit]:
     """UCR/UEA JapaneseVowels: 12 LPC cepstrum coefficients per frame, 9 speakers.
 
@@ -132,6 +140,14 @@ def _phrases(words: list[str], count: int, rng: np.random.Generator) -> list[str
     return [" ".join(rng.choice(vocabulary, size=n)) for n in lengths]
 
 
+@loads(
+    "langid phrases",
+    "wordfreq",
+    f"top {LANGID_WORDS_PER_LANGUAGE} alphabetic words of {len(LANGUAGES)} languages, shared "
+    f"words dropped, words split {1 - LANGID_TEST_FRACTION:.0%}/{LANGID_TEST_FRACTION:.0%} by "
+    f"CRC32, {LANGID_TRAIN_PHRASES_PER_LANGUAGE}/{LANGID_TEST_PHRASES_PER_LANGUAGE} phrases of "
+    f"1-{LANGID_MAX_WORDS_PER_PHRASE} words per language, seed {SEED}",
+)
 def load_langid_split() -> tuple[TextSplit, TextSplit]:
     """Language identification of short phrases (1-4 words) in 8 languages, from wordfreq lists.
 

@@ -48,6 +48,9 @@ class Recipe:
     name: str
     kind: str
     prepare: Callable[[], Prepared]
+    # The build refuses (writes nothing) when any group's held-out accuracy falls below
+    # this (training/slices.py): a guardrail lowered only deliberately, here.
+    group_floor: float
 
 
 def _rng() -> np.random.Generator:
@@ -278,8 +281,12 @@ def prepare_langid() -> Prepared:
     )
 
 
+# Group floors sit a few points under each model's worst group at its last build, so a
+# retrain that fails one speaker, language or family stops. digits_cnn's is 0 for now: its
+# "held-out inverted" family (dark ink on light) is at 0.002, because nothing in training
+# is inverted; raise it once the model is trained on both polarities.
 RECIPES: dict[str, Recipe] = {
-    "digits_cnn": Recipe("digits_cnn", "image", prepare_digits),
-    "vowels_gru": Recipe("vowels_gru", "sequence", prepare_vowels),
-    "langid_transformer": Recipe("langid_transformer", "text", prepare_langid),
+    "digits_cnn": Recipe("digits_cnn", "image", prepare_digits, group_floor=0.0),
+    "vowels_gru": Recipe("vowels_gru", "sequence", prepare_vowels, group_floor=0.8),
+    "langid_transformer": Recipe("langid_transformer", "text", prepare_langid, group_floor=0.55),
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
 import pytest
 from typer.testing import CliRunner
 
@@ -57,3 +58,21 @@ def test_unknown_model_is_refused() -> None:
     result = CliRunner().invoke(app, ["build", "--model", "nope"])
     assert result.exit_code != 0
     assert "unknown model" in result.output
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_rebuild_is_traced_with_groups_and_fingerprints(rebuilt: Path, name: str) -> None:
+    fresh = json.loads((rebuilt / name / contract.EVALUATION_FILE).read_text())
+    # (digits_cnn may already hold version 2 from the new-version test.)
+    run = json.loads((rebuilt / name / str(fresh["version"]) / contract.RUN_FILE).read_text())
+    assert run == fresh["run"]
+    # The default store sits beside the repository; the version names a finished run in it.
+    store = rebuilt.parent / "mlruns" / "mlflow.db"
+    assert mlflow.MlflowClient(f"sqlite:///{store}").get_run(run["run_id"]).info.status == (
+        "FINISHED"
+    )
+    assert fresh["groups"]["worst"]["accuracy"] >= RECIPES[name].group_floor
+    assert any(d["name"].endswith(" train") for d in fresh["data"])
+    card = (rebuilt / name / contract.CARD_FILE).read_text()
+    assert "## Groups" in card
+    assert f"Worst group overall: **{fresh['groups']['worst']['dimension']}" in card
