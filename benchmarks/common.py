@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import io
 import json
 import os
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import tritonclient.grpc.aio as grpcaio
 from PIL import Image
 
@@ -43,6 +45,12 @@ def sample_payload(spec: ModelSpec) -> tuple[Any, bytes]:
     steps = rng.normal(size=(20, spec.sequence.channels)) * np.array(spec.sequence.std)
     steps = (steps + np.array(spec.sequence.mean)).round(4).tolist()
     return steps, json.dumps(steps).encode()
+
+
+def rest_body(spec: ModelSpec, payload: Any) -> dict[str, Any]:
+    """The REST predict body carrying the raw payload (images as base64), top-1 answer."""
+    item = base64.b64encode(payload).decode() if spec.image is not None else payload
+    return {"inputs": item if spec.sequence is not None else [item], "top_k": 1}
 
 
 def model_tensors(spec: ModelSpec, payload: Any) -> dict[str, np.ndarray]:
@@ -87,10 +95,19 @@ def start_gateway(
     stack: ExitStack, repository: Path, triton_url: str, settings: list[str]
 ) -> tuple[str, str]:
     """`modelgate serve` (one worker) on free ports; returns its HTTP URL and gRPC host:port."""
+    http_url, grpc_url, _ = start_gateway_process(stack, repository, triton_url, settings)
+    return http_url, grpc_url
+
+
+def start_gateway_process(
+    stack: ExitStack, repository: Path, triton_url: str, settings: list[str], root: Path = ROOT
+) -> tuple[str, str, subprocess.Popen[bytes]]:
+    """As `start_gateway`, and the gateway process too (to read its CPU time); `root` is the
+    source tree the gateway runs from (another checkout compares two versions)."""
     http_port, grpc_port = free_port(), free_port()
     env = {
         **os.environ,
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": str(root),
         "MODELGATE_MODEL_REPOSITORY": str(repository),
         "MODELGATE_TRITON_URL": triton_url,
         "MODELGATE_PORT": str(http_port),
@@ -100,11 +117,11 @@ def start_gateway(
     for setting in settings:
         name, _, value = setting.partition("=")
         env[f"MODELGATE_{name.upper()}"] = value
-    gateway = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env)
+    gateway = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env, cwd=root)
     stack.callback(stop_process, gateway, 30.0)
     http_url = f"http://127.0.0.1:{http_port}"
     wait_for_gateway(http_url, gateway, timeout_s=60)
-    return http_url, f"127.0.0.1:{grpc_port}"
+    return http_url, f"127.0.0.1:{grpc_port}", gateway
 
 
 async def closed_loop(
@@ -136,6 +153,19 @@ async def closed_loop(
     return latencies, duration_s, errors
 
 
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its live descendants (from /proc)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in (root, *root.children(recursive=True)):
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def latency_summary(latencies_s: list[float], errors: int, seconds: float) -> dict[str, float]:
     """Throughput and p50/p99 (milliseconds) of one measured window."""
     ms = np.asarray(latencies_s) * 1000
@@ -149,10 +179,16 @@ def latency_summary(latencies_s: list[float], errors: int, seconds: float) -> di
 
 
 def print_results(results: dict[str, dict[str, float]]) -> None:
+    """One line per path; server CPU per request where it was measured."""
     width = max(len(name) for name in results) + 2
-    print(f"{'path':{width}} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(
+        f"{'path':{width}} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'p99/p50':>8} "
+        f"{'errors':>7} {'server cpu us/req':>18}"
+    )
     for name, row in results.items():
+        cpu = row.get("server_cpu_us")
         print(
             f"{name:{width}} {row['throughput_rps']:8.0f} {row['p50_ms']:8.2f} "
-            f"{row['p99_ms']:8.2f} {row['errors']:7.0f}"
+            f"{row['p99_ms']:8.2f} {row['p99_ms'] / row['p50_ms']:8.1f} {row['errors']:7.0f} "
+            f"{'' if cpu is None else f'{cpu:.0f}':>18}"
         )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 from contextlib import ExitStack
 from pathlib import Path
@@ -33,6 +32,7 @@ from common import (  # first: puts the project root on sys.path
     grpc_inputs,
     latency_summary,
     model_tensors,
+    rest_body,
     sample_payload,
     start_gateway,
 )
@@ -43,12 +43,6 @@ from service.local_triton import LocalTriton
 from service.metrics import Metrics
 from service.repository import ModelSpec, load_repository
 from service.settings import Settings
-
-
-def rest_body(spec: ModelSpec, payload: Any) -> dict[str, Any]:
-    """The REST predict body carrying the raw payload (images as base64)."""
-    item = base64.b64encode(payload).decode() if spec.image is not None else payload
-    return {"inputs": item if spec.sequence is not None else [item], "top_k": 1}
 
 
 async def bench_triton(url: str, spec: ModelSpec, tensors: dict[str, np.ndarray], args: Any) -> Any:

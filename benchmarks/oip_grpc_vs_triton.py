@@ -7,7 +7,10 @@ other, for `--duration` seconds each (after `--warmup` unmeasured seconds):
 2. gateway-tensor: the same tensors to the gateway's OIP gRPC port (validated, batched by the
                    gateway, forwarded to the same Triton over gRPC);
 3. gateway-raw:    the equivalent raw payload (PNG / phrase / JSON sequence) in the model's
-                   BYTES input, preprocessed by the gateway (skip with --no-raw).
+                   BYTES input, preprocessed by the gateway (skip with --no-raw);
+4. bare:           the same tensors to `benchmarks/bare_servers.py grpc`, a `grpc.aio` server
+                   that answers without doing anything: the floor of a Python gRPC front door
+                   (skip with --no-bare).
 
 Starts a local Triton and a gateway (`modelgate serve`, one worker) unless addresses are given.
 
@@ -19,12 +22,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
+import sys
+import time
 from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
 from common import (  # first: puts the project root on sys.path
+    ROOT,
     add_common_arguments,
     closed_loop,
     grpc_inputs,
@@ -32,10 +39,12 @@ from common import (  # first: puts the project root on sys.path
     model_tensors,
     print_results,
     sample_payload,
-    start_gateway,
+    start_gateway_process,
+    tree_cpu_s,
 )
 
-from service.local_triton import LocalTriton
+from service.cli import stop_process
+from service.local_triton import LocalTriton, free_port
 from service.oip.core import raw_input_name
 from service.repository import ModelSpec, load_repository
 
@@ -47,21 +56,51 @@ def raw_inputs(spec: ModelSpec, encoded: bytes) -> list[grpcaio.InferInput]:
 
 
 async def run_path(
-    url: str, model: str, inputs: list[Any], outputs: list[Any], args: argparse.Namespace
+    url: str,
+    model: str,
+    inputs: list[Any],
+    outputs: list[Any],
+    args: argparse.Namespace,
+    pid: int | None,
 ) -> dict[str, float]:
-    """`concurrency` workers on one client, each sending its next call when answered."""
+    """`concurrency` workers on one client, each sending its next call when answered; the
+    server's CPU per answered request (its process tree, from /proc) when its pid is known."""
     client = grpcaio.InferenceServerClient(url)
 
     async def call() -> None:
         await client.infer(model, inputs, outputs=outputs)
 
     try:
-        latencies, seconds, errors = await closed_loop(
-            call, args.concurrency, args.warmup, args.duration
-        )
+        await closed_loop(call, args.concurrency, 0.0, args.warmup)
+        cpu_before = tree_cpu_s(pid) if pid else 0.0
+        latencies, seconds, errors = await closed_loop(call, args.concurrency, 0.0, args.duration)
+        cpu = tree_cpu_s(pid) - cpu_before if pid else None
     finally:
         await client.close()
-    return latency_summary(latencies, errors, seconds)
+    row = latency_summary(latencies, errors, seconds)
+    if cpu is not None:
+        row["server_cpu_us"] = cpu / max(1, len(latencies)) * 1e6
+    return row
+
+
+def wait_for_grpc(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """Until the server at `url` answers ServerLive (or its process exits)."""
+
+    async def live() -> bool:
+        client = grpcaio.InferenceServerClient(url)
+        try:
+            return bool(await client.is_server_live())
+        except Exception:
+            return False
+        finally:
+            await client.close()
+
+    give_up = time.monotonic() + timeout_s
+    while time.monotonic() < give_up and process.poll() is None:
+        if asyncio.run(live()):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"no gRPC server at {url}")
 
 
 def main() -> int:
@@ -70,6 +109,7 @@ def main() -> int:
     )
     add_common_arguments(parser, model="digits_cnn", gateway_url="gRPC host:port")
     parser.add_argument("--no-raw", action="store_true", help="skip the raw-payload path")
+    parser.add_argument("--no-bare", action="store_true", help="skip the do-nothing server")
     args = parser.parse_args()
 
     spec = load_repository(args.repository)[args.model]
@@ -78,27 +118,41 @@ def main() -> int:
     logits = [grpcaio.InferRequestedOutput(spec.output)]
     results: dict[str, dict[str, float]] = {}
     with ExitStack() as stack:
-        triton_url = args.triton_url
+        triton_url, triton_pid = args.triton_url, None
         if triton_url is None:
-            triton_url = stack.enter_context(LocalTriton(args.repository)).grpc_url
-        gateway_url = (
-            args.gateway_url
-            or start_gateway(stack, args.repository, triton_url, args.gateway_setting)[1]
-        )
+            triton = stack.enter_context(LocalTriton(args.repository))
+            triton_url, triton_pid = triton.grpc_url, triton.pid
+        gateway_url, gateway_pid = args.gateway_url, None
+        if gateway_url is None:
+            _, gateway_url, gateway = start_gateway_process(
+                stack, args.repository, triton_url, args.gateway_setting
+            )
+            gateway_pid = gateway.pid
         paths = [
-            ("triton-direct (tensors)", triton_url, tensors, logits),
-            ("gateway OIP gRPC (tensors)", gateway_url, tensors, logits),
+            ("triton-direct (tensors)", triton_url, tensors, logits, triton_pid),
+            ("gateway OIP gRPC (tensors)", gateway_url, tensors, logits, gateway_pid),
         ]
         if not args.no_raw:
             labels = [grpcaio.InferRequestedOutput("LABELS")]
             paths.append(("gateway OIP gRPC (raw payload)", gateway_url, raw_inputs(spec, encoded),
-                          labels))  # fmt: skip
-        for name, url, inputs, outputs in paths:
-            results[name] = asyncio.run(run_path(url, spec.name, inputs, outputs, args))
+                          labels, gateway_pid))  # fmt: skip
+        if not args.no_bare:
+            port = free_port()
+            bare = subprocess.Popen(
+                [sys.executable, str(ROOT / "benchmarks" / "bare_servers.py"), "grpc",
+                 "--port", str(port)]
+            )  # fmt: skip
+            stack.callback(stop_process, bare, 10.0)
+            wait_for_grpc(f"127.0.0.1:{port}", bare)
+            paths.append(("bare gRPC server (floor)", f"127.0.0.1:{port}", tensors, logits,
+                          bare.pid))  # fmt: skip
+        for name, url, inputs, outputs, pid in paths:
+            results[name] = asyncio.run(run_path(url, spec.name, inputs, outputs, args, pid))
 
     print(
         f"model={spec.name} concurrency={args.concurrency} duration={args.duration:g}s per path, "
-        f"batch 1 per call, gateway settings={args.gateway_setting or 'defaults'}"
+        f"batch 1 per call, gateway settings={args.gateway_setting or 'defaults'}, "
+        f"server cpu: Triton's for triton-direct, the gateway's for gateway paths"
     )
     print_results(results)
     direct = results["triton-direct (tensors)"]["throughput_rps"]

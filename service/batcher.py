@@ -78,7 +78,6 @@ class Batcher:
         max_queue_rows: int,
         concurrency: int,
         observer: BatchObserver | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_batch_size < 1 or max_queue_rows < 1 or concurrency < 1 or max_delay_s < 0:
             raise ValueError("batch size, queue size and concurrency must be >= 1, delay >= 0")
@@ -87,10 +86,16 @@ class Batcher:
         self.max_delay_s = max_delay_s
         self.max_queue_rows = max_queue_rows
         self.concurrency = concurrency
+        # The most rows one request may carry: one batch, and never more than the queue holds.
+        self._max_rows = min(max_batch_size, max_queue_rows)
+        self._max_rows_source = (
+            "its max batch size"
+            if max_batch_size <= max_queue_rows
+            else "the queue size, MODELGATE_MAX_QUEUE_SIZE"
+        )
         self._infer = infer
         self._collate = collate
         self._observer = observer
-        self._clock = clock
         self._queue: deque[_Entry] = deque()
         self._queued_rows = 0
         self._wakeup = asyncio.Event()
@@ -115,23 +120,30 @@ class Batcher:
         """Queue `rows` rows (tensors with a leading batch dim) and wait for their outputs."""
         if self._closing or self._runner is None:
             raise Overloaded(f"model {self.name} is not accepting requests (shutting down)")
-        if rows < 1 or rows > self.max_batch_size:
+        if rows < 1 or rows > self._max_rows:
+            # Never fits, so a 4xx that names the limit (a 503 would invite useless retries).
             raise BadInput(
-                f"{rows} rows in one request; model {self.name} takes 1 to {self.max_batch_size}"
+                f"{rows} rows in one request; model {self.name} takes 1 to {self._max_rows} "
+                f"({self._max_rows_source})"
             )
         if self._queued_rows + rows > self.max_queue_rows:
             raise Overloaded(
                 f"model {self.name} is overloaded ({self._queued_rows} rows queued), retry later"
             )
-        now = self._clock()
+        now = time.monotonic()
         if deadline <= now:
             raise DeadlineExceeded("request deadline passed before it could be queued")
         loop = asyncio.get_running_loop()
         entry = _Entry(inputs, rows, deadline, now, loop.create_future())
         self._queue.append(entry)
         self._queued_rows += rows
-        self._report_depth()
-        self._wakeup.set()
+        if self.max_delay_s == 0 and not self._slots.locked():
+            # Nothing to wait for and a slot is free: send now instead of waking the dispatch
+            # loop for it (one event-loop hop less per batch; the loop finds the queue empty).
+            self._send(await self._acquire_and_take())
+        else:
+            self._report_depth()
+            self._wakeup.set()
         # One timer that fails the entry's future at the deadline: far cheaper per request than
         # `wait_for(shield(...))`. A dispatched batch skips futures that are already done.
         timer = loop.call_later(deadline - now, self._expire, entry)
@@ -169,24 +181,32 @@ class Batcher:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             # Waiting for a free slot is what makes batches form while the backend is busy.
-            await self._slots.acquire()
-            try:
-                if self.max_delay_s > 0:
-                    await self._wait_to_fill()
-                batch = self._take()
-            except BaseException:
-                self._slots.release()
-                raise
-            if not batch:
-                self._slots.release()
-                continue
+            self._send(await self._acquire_and_take())
+
+    async def _acquire_and_take(self) -> list[_Entry]:
+        """Take a slot and the next batch (empty: the slot is given back)."""
+        await self._slots.acquire()
+        try:
+            if self.max_delay_s > 0:
+                await self._wait_to_fill()
+            batch = self._take()
+        except BaseException:
+            self._slots.release()
+            raise
+        if not batch:
+            self._slots.release()
+        return batch
+
+    def _send(self, batch: list[_Entry]) -> None:
+        """Dispatch a batch taken with a slot (its task gives the slot back)."""
+        if batch:
             task = asyncio.get_running_loop().create_task(self._dispatch(batch))
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
     async def _wait_to_fill(self) -> None:
         while self._queue and self._queued_rows < self.max_batch_size and not self._closing:
-            remaining = self._queue[0].enqueued + self.max_delay_s - self._clock()
+            remaining = self._queue[0].enqueued + self.max_delay_s - time.monotonic()
             if remaining <= 0:
                 return
             self._wakeup.clear()
@@ -198,7 +218,7 @@ class Batcher:
     def _take(self) -> list[_Entry]:
         batch: list[_Entry] = []
         rows = 0
-        now = self._clock()
+        now = time.monotonic()
         while self._queue and rows + self._queue[0].rows <= self.max_batch_size:
             entry = self._queue.popleft()
             self._queued_rows -= entry.rows
@@ -216,14 +236,14 @@ class Batcher:
 
     async def _dispatch(self, batch: list[_Entry]) -> None:
         try:
-            sent_at = self._clock()
+            sent_at = time.monotonic()
             if self._observer is not None:
                 for entry in batch:
                     self._observer.queue_wait(sent_at - entry.enqueued)
             rows = sum(e.rows for e in batch)
             outputs = await self._infer(self._collate([e.inputs for e in batch]))
             if self._observer is not None:
-                self._observer.batch(rows, self._clock() - sent_at)
+                self._observer.batch(rows, time.monotonic() - sent_at)
             offset = 0
             for entry in batch:
                 part = {

@@ -154,7 +154,7 @@ def serve(
         # Each worker writes its samples here; /metrics in any worker sums them.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="modelgate-metrics-")
     uvicorn.run(
-        "service.rest.app:create_app_from_env",
+        "service.app:create_app_from_env",
         factory=True,
         host=settings.host,
         port=settings.port,

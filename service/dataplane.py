@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -32,6 +34,25 @@ from service.tensors import Collator
 
 log = logging.getLogger(__name__)
 
+# Request ids: a random per-process prefix and a counter. As unique as uuid4 across processes
+# and replicas for any practical purpose, without a call for 16 random bytes per request.
+_id_prefix = uuid.uuid4().hex[:16]
+_id_counter = itertools.count()
+
+
+def _new_id_prefix() -> None:  # a forked worker must not repeat its parent's ids
+    global _id_prefix
+    _id_prefix = uuid.uuid4().hex[:16]
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
+def new_request_id() -> str:
+    """A fresh 32-hex-digit request id."""
+    return f"{_id_prefix}{next(_id_counter):016x}"
+
+
 # Payloads at least this large are decoded in a worker thread so the event loop keeps serving.
 THREAD_DECODE_BYTES = 256 * 1024
 
@@ -44,7 +65,7 @@ class PredictResult:
     version: str
     request_id: str
     predictions: list[dict[str, Any]]
-    # the model's raw output rows, for protocols that return full tensors (OIP PROBABILITIES)
+    # the model's output rows ([inputs, classes]), for callers that want more than the top-k
     logits: np.ndarray | None = None
 
 
@@ -82,7 +103,7 @@ class _Tracked:
             model=model,
             endpoint=endpoint,
             protocol=protocol,
-            request_id=request_id or uuid.uuid4().hex,
+            request_id=request_id or new_request_id(),
             started=started,
             deadline=started + dataplane.settings.request_timeout_s,
         )
@@ -99,9 +120,7 @@ class _Tracked:
     ) -> None:
         scope = self._scope
         reason: str | None = None
-        if exc is None:
-            pass
-        elif isinstance(exc, ModelGateError):
+        if isinstance(exc, ModelGateError):
             scope.status, reason = exc.http_status, exc.reason
         elif isinstance(exc, asyncio.CancelledError):  # client went away
             scope.status, reason = 499, None
@@ -209,6 +228,10 @@ class DataPlane:
         """Whether the backend can serve every model now."""
         return await self.backend.readiness(self.models())
 
+    async def model_ready(self, spec: ModelSpec) -> Readiness:
+        """Whether the backend can serve this one model now."""
+        return await self.backend.readiness([spec])
+
     # -- request accounting -------------------------------------------------------------------
 
     def track(
@@ -258,36 +281,12 @@ class DataPlane:
     ) -> PredictResult:
         model = self._get(name, version)
         spec = model.spec
-        if not payloads:
-            raise BadInput("no inputs given")
-        if len(payloads) > self.settings.max_items_per_request:
-            raise BadInput(
-                f"{len(payloads)} inputs in one request; the limit is "
-                f"{self.settings.max_items_per_request}"
-            )
         k = top_k if top_k is not None else self.settings.default_top_k
         if k < 1:
             raise BadInput("top_k must be at least 1")
-        deadline = scope.deadline
-
-        items = []
-        for payload in payloads:
-            t0 = time.monotonic()
-            if isinstance(payload, bytes | bytearray) and len(payload) >= THREAD_DECODE_BYTES:
-                decoded = await asyncio.to_thread(model.preprocessor.decode, payload)
-            else:
-                decoded = model.preprocessor.decode(payload)
-            t1 = self._stage(spec.name, "decode", t0)
-            tensors = model.preprocessor.preprocess(decoded)
-            self._stage(spec.name, "preprocess", t1)
-            items.append({k_: v[None, ...] for k_, v in tensors.items()})
-        inputs = model.collator(items)
-
-        outputs = await model.batcher.submit(inputs, len(items), deadline)
-
+        logits = await self._infer_payloads(model, payloads, scope.deadline)
         t0 = time.monotonic()
-        logits = outputs[spec.output]
-        predictions = top_k_predictions(logits.reshape(len(items), -1), spec.labels, k)
+        predictions = top_k_predictions(logits, spec.labels, k)
         self._stage(spec.name, "postprocess", t0)
         return PredictResult(
             model=spec.name,
@@ -296,6 +295,40 @@ class DataPlane:
             predictions=predictions,
             logits=logits,
         )
+
+    async def infer_payloads(
+        self, name: str, version: str | None, payloads: Sequence[Any], scope: RequestScope
+    ) -> np.ndarray:
+        """Raw payloads in, the model's output rows out ([payloads, classes]); for protocols that
+        return tensors and build their own answer from them (OIP)."""
+        return await self._infer_payloads(self._get(name, version), payloads, scope.deadline)
+
+    async def _infer_payloads(
+        self, model: _Model, payloads: Sequence[Any], deadline: float
+    ) -> np.ndarray:
+        spec = model.spec
+        if not payloads:
+            raise BadInput("no inputs given")
+        if len(payloads) > self.settings.max_items_per_request:
+            raise BadInput(
+                f"{len(payloads)} inputs in one request; the limit is "
+                f"{self.settings.max_items_per_request}"
+            )
+        preprocessor = model.preprocessor
+        items = []
+        for payload in payloads:
+            t0 = time.monotonic()
+            if isinstance(payload, bytes | bytearray) and len(payload) >= THREAD_DECODE_BYTES:
+                decoded = await asyncio.to_thread(preprocessor.decode, payload)
+            else:
+                decoded = preprocessor.decode(payload)
+            t1 = self._stage(spec.name, "decode", t0)
+            tensors = preprocessor.preprocess(decoded)
+            self._stage(spec.name, "preprocess", t1)
+            items.append({k_: v[None, ...] for k_, v in tensors.items()})
+        inputs = model.collator(items)
+        outputs = await model.batcher.submit(inputs, len(items), deadline)
+        return outputs[spec.output].reshape(len(items), -1)
 
     def validate_tensors(self, spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> int:
         """Check names, datatypes and shapes against config.pbtxt; returns the number of rows."""

@@ -8,8 +8,6 @@ back from Triton (tritonclient exceptions, gRPC codes, HTTP statuses, connection
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 from tritonclient.utils import InferenceServerException
 
@@ -141,14 +139,11 @@ def from_upstream(exc: BaseException) -> ModelGateError:
         return exc
     if isinstance(exc, InferenceServerException):
         status = str(exc.status() or "")
-        kind = _UPSTREAM_TABLE.get(status, UpstreamError)
-        message = f"inference server: {exc.message()}"
-        if kind is Overloaded:
-            return Overloaded(message)
-        if kind is UpstreamUnavailable:
-            return UpstreamUnavailable(message)
-        return kind(message)
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return _UPSTREAM_TABLE.get(status, UpstreamError)(f"inference server: {exc.message()}")
+    if isinstance(exc, grpc.aio.AioRpcError):  # the gateway's own gRPC calls to Triton
+        kind = _UPSTREAM_TABLE.get(str(exc.code()), UpstreamError)
+        return kind(f"inference server: {exc.details()}")
+    if isinstance(exc, TimeoutError):  # asyncio.TimeoutError is the same class since 3.11
         return DeadlineExceeded("inference server did not answer in time")
     if isinstance(exc, OSError):  # refused / reset connections (aiohttp errors derive from it)
         return UpstreamUnavailable(f"inference server unreachable: {exc}")

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     embedded_threads: int = Field(default=1, ge=1, le=64)
     """ONNX Runtime intra-op threads per model for the embedded backend."""
 
+    embedded_inline_rows: int = Field(default=16, ge=0, le=4096)
+    """Embedded backend: batches of at most this many rows run on the event loop itself (a few
+    rows of a small model take tens of microseconds, less than handing them to a thread costs);
+    larger batches run in a worker thread so the loop keeps serving. 0: always a thread."""
+
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     """Log level of the gateway and uvicorn."""
 

@@ -63,13 +63,9 @@ def test_load_tests_use_only_the_data_module_of_training() -> None:
 
 
 TRANSPORT_ARROWS = [("service.rest", "service.oip"), ("service.oip", "service.rest")]
-WIRING_PENDING = pytest.mark.xfail(strict=True, reason="wiring moves out of rest/app.py")
 
 
-@pytest.mark.parametrize(
-    ("source", "target"),
-    [pytest.param(s, t, marks=WIRING_PENDING) for s, t in TRANSPORT_ARROWS],
-)
+@pytest.mark.parametrize(("source", "target"), TRANSPORT_ARROWS)
 def test_no_transport_imports_another(source: str, target: str) -> None:
     assert _arrows(source, target) == []
 

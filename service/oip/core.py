@@ -27,7 +27,6 @@ from service.preprocess.image import decode_base64
 from service.repository import ModelSpec, PayloadKind, TensorSpec
 
 SERVER_NAME = "modelgate"
-SERVER_VERSION = "0.1.0"
 SERVER_EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration")
 PLATFORM = "onnxruntime_onnx"
 
@@ -200,10 +199,10 @@ async def infer(
         raise BadInput(f"parameter {TOP_K_PARAMETER} must be at least 1")
 
     if raw_input_name(spec) in inputs:
-        payloads = _raw_payloads(spec, inputs)
-        result = await dataplane.predict(spec.name, payloads, k, scope=scope, version=version)
-        assert result.logits is not None
-        model_outputs = {spec.output: result.logits.reshape(len(payloads), -1)}
+        logits = await dataplane.infer_payloads(
+            spec.name, version, _raw_payloads(spec, inputs), scope
+        )
+        model_outputs = {spec.output: logits}
     else:
         model_outputs = await dataplane.infer_tensors(spec.name, version, inputs, scope=scope)
 

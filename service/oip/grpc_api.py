@@ -8,7 +8,6 @@ Errors become gRPC status codes from the gateway's error table; RPCs this server
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -17,8 +16,9 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from service import __version__, checks
 from service.dataplane import DataPlane
-from service.errors import BadInput, ModelGateError, ModelNotFound, Unauthorized
+from service.errors import BadInput, ModelGateError, ModelNotFound
 from service.oip import core, tensors
 from service.settings import Settings
 
@@ -146,17 +146,13 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         self.settings: Settings = dataplane.settings
 
     def _check_api_key(self, context: grpc.aio.ServicerContext) -> None:
-        if self.settings.api_key is None:
+        if self.settings.api_key is None:  # open: skip reading the metadata
             return
-        header = ""
+        header = None
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 header = value if isinstance(value, str) else value.decode("latin-1")
-        scheme, _, token = header.partition(" ")
-        expected = self.settings.api_key.get_secret_value()
-        valid = secrets.compare_digest(token.encode(), expected.encode())
-        if scheme.lower() != "bearer" or not valid:
-            raise Unauthorized("missing or invalid API key (send `authorization: Bearer <key>`)")
+        checks.check_api_key(self.settings, header)
 
     @staticmethod
     async def _answer(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[_T]]) -> _T:
@@ -195,14 +191,14 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
             spec = self.dataplane.model(request.name, request.version)
         except ModelNotFound:  # as Triton: an unknown model is simply not ready
             return service_pb2.ModelReadyResponse(ready=False)
-        readiness = await self.dataplane.backend.readiness([spec])
+        readiness = await self.dataplane.model_ready(spec)
         return service_pb2.ModelReadyResponse(ready=readiness.ready)
 
     async def ServerMetadata(
         self, request: service_pb2.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> service_pb2.ServerMetadataResponse:
         return service_pb2.ServerMetadataResponse(
-            name=core.SERVER_NAME, version=core.SERVER_VERSION, extensions=core.SERVER_EXTENSIONS
+            name=core.SERVER_NAME, version=__version__, extensions=core.SERVER_EXTENSIONS
         )
 
     async def ModelMetadata(

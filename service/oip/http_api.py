@@ -13,15 +13,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from google.protobuf import json_format
 
+from service import __version__, checks
 from service.dataplane import DataPlane
-from service.errors import BadInput, ModelGateError, ModelNotFound, PayloadTooLarge
+from service.errors import ModelGateError, ModelNotFound
 from service.oip import core
 from service.oip.http_codec import HEADER_LENGTH, decompress, encode_response, parse_request
-from service.rest.endpoints import check_api_key
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["open inference protocol"])
+
+INFER_PATH = "/v2/models/{model}/infer"
+INFER_VERSION_PATH = "/v2/models/{model}/versions/{version}/infer"
 
 
 def _dataplane(request: Request) -> DataPlane:
@@ -38,15 +41,9 @@ def _internal_error() -> JSONResponse:
     return JSONResponse({"error": "internal server error"}, status_code=500)
 
 
-def _check_declared_size(request: Request) -> None:
-    limit = _dataplane(request).settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is None:
-        return  # chunked: the RequestContext middleware counts the bytes as they arrive
-    if not declared.isdigit():
-        raise BadInput("invalid Content-Length header")
-    if int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
+def check_api_key(request: Request) -> None:
+    """`service.checks.check_api_key` on this request's Authorization header."""
+    checks.check_api_key(_dataplane(request).settings, request.headers.get("authorization"))
 
 
 @router.get("/v2", summary="Server metadata")
@@ -54,7 +51,7 @@ async def server_metadata() -> dict[str, Any]:
     """Name, version and the protocol extensions this server supports."""
     return {
         "name": core.SERVER_NAME,
-        "version": core.SERVER_VERSION,
+        "version": __version__,
         "extensions": list(core.SERVER_EXTENSIONS),
     }
 
@@ -83,7 +80,7 @@ async def model_ready(request: Request, model: str, version: str | None = None) 
         spec = dataplane.model(model, version)
     except ModelNotFound as exc:
         return JSONResponse({"error": exc.message}, status_code=400)
-    readiness = await dataplane.backend.readiness([spec])
+    readiness = await dataplane.model_ready(spec)
     if readiness.ready:
         return Response(status_code=200)
     return JSONResponse({"error": f"model {model} not ready: {readiness.reason}"}, status_code=400)
@@ -114,22 +111,23 @@ async def model_metadata(request: Request, model: str, version: str | None = Non
     return JSONResponse(core.model_metadata(spec).as_dict())
 
 
-@router.post("/v2/models/{model}/infer", summary="Inference")
-@router.post("/v2/models/{model}/versions/{version}/infer", summary="Inference on a version")
+@router.post(INFER_PATH, summary="Inference")
+@router.post(INFER_VERSION_PATH, summary="Inference on a version")
 async def infer(request: Request, model: str, version: str | None = None) -> Response:
     """Tensor passthrough or raw payloads, JSON or binary tensor data (see docs/oip.md)."""
     dataplane = _dataplane(request)
     try:
         async with dataplane.track(model, "infer", "v2_http", request.state.request_id) as scope:
-            check_api_key(request)
+            headers = request.headers
+            checks.check_api_key(dataplane.settings, headers.get("authorization"))
             spec = dataplane.model(model, version)
-            _check_declared_size(request)
+            checks.check_declared_size(dataplane.settings, headers.get("content-length"))
             body = decompress(
                 await request.body(),
-                request.headers.get("content-encoding"),
+                headers.get("content-encoding"),
                 dataplane.settings.max_body_bytes,
             )
-            decoded = parse_request(body, request.headers.get(HEADER_LENGTH))
+            decoded = parse_request(body, headers.get(HEADER_LENGTH))
             outputs = await core.infer(
                 dataplane, model, version, decoded.inputs, decoded.outputs, decoded.top_k, scope
             )

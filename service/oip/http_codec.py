@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from service.errors import BadInput, PayloadTooLarge, UnsupportedMediaType
 from service.oip import tensors
@@ -80,9 +81,12 @@ def parse_request(body: bytes, header_length: str | None) -> InferRequest:
     else:
         header, binary = body, memoryview(b"")
     try:
-        document = json.loads(header)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadInput(f"malformed JSON in the inference request: {exc}") from None
+        document = orjson.loads(header)
+    except orjson.JSONDecodeError:
+        try:  # the standard parser also takes NaN / Infinity, which some clients send
+            document = json.loads(bytes(header))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadInput(f"malformed JSON in the inference request: {exc}") from None
     document = _object(document, "the inference request")
 
     items = document.get("inputs")
@@ -169,7 +173,7 @@ def encode_response(
     document: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": entries}
     if request.id is not None:
         document["id"] = request.id
-    header = json.dumps(document, separators=(",", ":")).encode()
+    header = orjson.dumps(document)
     if not blobs:
         return header, None
     return b"".join([header, *blobs]), len(header)

@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from service import checks
 from service.dataplane import DataPlane
-from service.errors import (
-    BadInput,
-    InvalidRequest,
-    PayloadTooLarge,
-    Unauthorized,
-    UnsupportedMediaType,
-)
+from service.errors import BadInput, InvalidRequest, UnsupportedMediaType
 from service.rest.schemas import ErrorResponse, PredictRequest, PredictResponse, ReadinessResponse
-from service.settings import Settings
 
 router = APIRouter()
+
+PREDICT_PATH = "/v1/models/{model}/predict"
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
@@ -78,31 +74,13 @@ def _dataplane(request: Request) -> DataPlane:
 
 
 def check_api_key(request: Request) -> None:
-    """Raise `Unauthorized` unless the configured bearer token is presented (no key: open)."""
-    settings: Settings = request.app.state.settings
-    if settings.api_key is None:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    expected = settings.api_key.get_secret_value()
-    if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), expected.encode()):
-        raise Unauthorized("missing or invalid API key (send `Authorization: Bearer <key>`)")
-
-
-def _check_declared_size(request: Request) -> None:
-    limit = request.app.state.settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise BadInput("invalid Content-Length header") from None
-        if size > limit:
-            raise PayloadTooLarge(
-                f"request body of {size} bytes exceeds the limit of {limit} bytes"
-            )
+    """`service.checks.check_api_key` on this request's Authorization header."""
+    checks.check_api_key(request.app.state.settings, request.headers.get("authorization"))
 
 
 def _query_top_k(request: Request) -> int | None:
+    if not request.scope["query_string"]:  # the common case: no query to parse
+        return None
     raw = request.query_params.get("top_k")
     if raw is None:
         return None
@@ -152,7 +130,7 @@ async def _payloads(
 
 
 @router.post(
-    "/v1/models/{model}/predict",
+    PREDICT_PATH,
     response_model=PredictResponse,
     responses=_ERRORS,
     openapi_extra=_PREDICT_BODY,
@@ -163,19 +141,23 @@ async def predict(model: str, request: Request) -> Response:
     """Decode, preprocess, batch, infer and return the top-k labels for each input."""
     dataplane = _dataplane(request)
     async with dataplane.track(model, "predict", "rest", request.state.request_id) as scope:
-        check_api_key(request)
+        headers = request.headers
+        checks.check_api_key(dataplane.settings, headers.get("authorization"))
         dataplane.model(model)  # 404 before anything is read
-        _check_declared_size(request)
+        checks.check_declared_size(dataplane.settings, headers.get("content-length"))
         top_k = _query_top_k(request)
         payloads, body_top_k = await _payloads(request, dataplane, model)
         result = await dataplane.predict(model, payloads, top_k or body_top_k, scope=scope)
-    return JSONResponse(
-        {
-            "model": result.model,
-            "version": result.version,
-            "request_id": result.request_id,
-            "predictions": result.predictions,
-        }
+    return Response(
+        orjson.dumps(
+            {
+                "model": result.model,
+                "version": result.version,
+                "request_id": result.request_id,
+                "predictions": result.predictions,
+            }
+        ),
+        media_type="application/json",
     )
 
 
@@ -220,7 +202,7 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics", summary="Prometheus metrics", tags=["health"], response_class=Response)
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition format."""
-    if request.app.state.settings.protect_metrics:
+    if _dataplane(request).settings.protect_metrics:
         check_api_key(request)
     content, content_type = _dataplane(request).metrics.render()
     return Response(content, media_type=content_type)

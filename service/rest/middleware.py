@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-import uuid
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.dataplane import new_request_id
 from service.errors import PayloadTooLarge
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
@@ -36,7 +36,7 @@ class RequestContext:
                 if _REQUEST_ID.match(candidate):
                     request_id = candidate
                 break
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         received = 0
         limit = self.max_body_bytes
@@ -52,7 +52,11 @@ class RequestContext:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                headers = message.setdefault("headers", [])
+                if any(key.lower() == b"x-request-id" for key, _ in headers):
+                    MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                else:  # the usual case: append without building a header object
+                    message["headers"] = [*headers, (b"x-request-id", request_id.encode())]
             await send(message)
 
         await self.app(scope, limited_receive, send_with_id)

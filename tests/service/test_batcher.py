@@ -164,6 +164,30 @@ def test_full_queue_sheds_load_at_once_with_retry_after() -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.parametrize(
+    ("max_batch_size", "max_queue_rows", "limit", "named"),
+    [(64, 32, 32, "MODELGATE_MAX_QUEUE_SIZE"), (8, 64, 8, "max batch size")],
+)
+def test_a_request_that_can_never_fit_gets_400_naming_the_limit(
+    max_batch_size: int, max_queue_rows: int, limit: int, named: str
+) -> None:
+    async def scenario() -> None:
+        model = GatedModel()
+        batcher = make(model, max_batch_size=max_batch_size, max_queue_rows=max_queue_rows)
+        rows = limit + 1
+        inputs = {"x": np.zeros(rows, np.float32)}
+        with pytest.raises(BadInput) as info:
+            await batcher.submit(inputs, rows, deadline())
+        assert info.value.http_status == 400
+        assert f"takes 1 to {limit}" in info.value.message and named in info.value.message
+        assert model.batches == []  # refused before queueing: retrying cannot help
+        out = await batcher.submit({"x": np.zeros(limit, np.float32)}, limit, deadline())
+        assert out["y"].shape == (limit,)  # exactly the limit still fits
+        await batcher.close(1)
+
+    asyncio.run(scenario())
+
+
 def test_deadline_gives_504_and_drops_unsent_rows() -> None:
     async def scenario() -> None:
         model = GatedModel(open_gate=False)

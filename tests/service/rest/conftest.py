@@ -14,9 +14,9 @@ import pytest
 import uvicorn
 
 from service import preprocess
+from service.app import create_app
 from service.local_triton import LocalTriton, free_port
 from service.repository import ModelSpec, load_repository
-from service.rest.app import create_app
 from service.settings import Settings
 
 

@@ -180,6 +180,16 @@ def test_overload_sheds_with_503_and_retry_after(start_gateway: GatewayFactory) 
     assert_still_serving(gateway)
 
 
+def test_more_rows_than_the_queue_holds_is_a_client_error(start_gateway: GatewayFactory) -> None:
+    gateway = start_gateway(max_queue_size=32)
+    response = post(gateway, "langid_transformer", json={"inputs": [next(iter(PHRASES))] * 64})
+    body = assert_error(response, 400, "bad_input")
+    assert "takes 1 to 32" in body["error"]["message"]
+    assert "MODELGATE_MAX_QUEUE_SIZE" in body["error"]["message"]
+    assert "retry-after" not in response.headers  # retrying can never help
+    assert_still_serving(gateway)
+
+
 def test_deadline_gives_504(start_gateway: GatewayFactory) -> None:
     gateway = start_gateway(request_timeout_s=0.000001)
     response = post(gateway, "langid_transformer", json={"inputs": list(PHRASES)})

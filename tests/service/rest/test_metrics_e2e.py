@@ -5,7 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
 
+from service.metrics import LATENCY_BUCKETS, STAGE_BUCKETS
 from tests.service.rest.conftest import GatewayFactory
 from tests.service.rest.payloads import PHRASES, digit_pngs
 
@@ -84,10 +86,12 @@ def test_metrics_match_the_traffic(start_gateway: GatewayFactory) -> None:
     assert value(s, "modelgate_inflight_requests") == 0
     assert value(s, "modelgate_queue_depth", model="langid_transformer") == 0
     assert value(s, "modelgate_triton_up", endpoint=gateway.settings.triton_url) == 1
-    # latency buckets are the documented SLA-dense ones
-    les = {
-        dict(labels)["le"]
-        for (name, labels) in s
-        if name == "modelgate_request_duration_seconds_bucket"
-    }
-    assert {"0.0005", "0.001", "0.0015", "0.002", "1.0", "5.0", "+Inf"} <= les
+    # each histogram exposes exactly the buckets service.metrics defines for it
+    for histogram, buckets in (
+        ("modelgate_request_duration_seconds_bucket", LATENCY_BUCKETS),
+        ("modelgate_stage_duration_seconds_bucket", STAGE_BUCKETS),
+    ):
+        les = {dict(labels)["le"] for (name, labels) in s if name == histogram}
+        assert les == {*map(floatToGoString, buckets), "+Inf"}
+    # the stage buckets resolve tens of microseconds
+    assert STAGE_BUCKETS[0] <= 0.00001 and STAGE_BUCKETS[2] <= 0.00005

@@ -1,0 +1,90 @@
+"""Assembly of the whole gateway: backend, data plane, the HTTP app (REST + OIP HTTP routes) and
+the OIP gRPC server. It sits above the transports; no transport imports another."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service import __version__
+from service.backends.base import InferenceBackend
+from service.backends.embedded import EmbeddedBackend
+from service.backends.triton import TritonBackend
+from service.dataplane import DataPlane
+from service.fastpath import FastPathApp
+from service.metrics import Metrics
+from service.oip import grpc_api, http_api
+from service.repository import ModelSpec, load_repository
+from service.rest import endpoints
+from service.rest.errors import install_error_handlers
+from service.rest.middleware import RequestContext
+from service.settings import Settings
+
+log = logging.getLogger("service")
+
+
+def create_backend(
+    settings: Settings, specs: list[ModelSpec], metrics: Metrics
+) -> InferenceBackend:
+    """The backend the settings name."""
+    if settings.backend == "embedded":
+        return EmbeddedBackend(
+            specs, threads=settings.embedded_threads, inline_rows=settings.embedded_inline_rows
+        )
+    return TritonBackend(
+        settings.triton_urls,
+        settings.triton_protocol,
+        settings.triton_timeout_s,
+        metrics.triton_up,
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the gateway app; reads the repository now so a broken one fails at startup."""
+    settings = settings if settings is not None else Settings()
+    specs = load_repository(settings.model_repository)
+    metrics = Metrics(specs)
+    backend = create_backend(settings, list(specs.values()), metrics)
+    dataplane = DataPlane(settings, specs, backend, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await dataplane.start()
+        readiness = await dataplane.ready()
+        if not readiness.ready:
+            log.warning("backend not ready yet: %s", readiness.reason)
+        grpc_server = None
+        try:
+            if settings.grpc_enabled:  # OIP gRPC: same process, same event loop, same data plane
+                grpc_server = await grpc_api.start_server(dataplane)
+            yield
+        finally:
+            if grpc_server is not None:
+                await grpc_server.stop(settings.shutdown_grace_s)
+            await dataplane.close()
+
+    app = FastPathApp(
+        title="modelgate",
+        version=__version__,
+        description="Preprocessing, batching and metrics in front of Triton Inference Server.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.dataplane = dataplane
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(endpoints.router)
+    app.include_router(http_api.router)
+    app.add_fast_route("POST", endpoints.PREDICT_PATH, endpoints.predict)
+    app.add_fast_route("POST", http_api.INFER_PATH, http_api.infer)
+    app.add_fast_route("POST", http_api.INFER_VERSION_PATH, http_api.infer)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory`: each worker reads MODELGATE_* variables."""
+    logging.basicConfig(level=Settings().log_level.upper())
+    return create_app()
