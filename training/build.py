@@ -98,11 +98,14 @@ def build_model(name: str, repo: Path, new_version: bool = False) -> dict[str, A
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         },
     }
+    extra_card = ""
+    if prepared.extra_evaluation is not None:
+        record["evaluation_sets"], extra_card = prepared.extra_evaluation(model_dir, version)
     (model_dir / repository.EVALUATION_FILE).write_text(
         json.dumps(record, indent=2) + "\n", encoding="utf-8"
     )
     (model_dir / repository.CARD_FILE).write_text(
-        model_card(name, recipe.kind, prepared, record, parity), encoding="utf-8"
+        model_card(name, recipe.kind, prepared, record, parity, extra_card), encoding="utf-8"
     )
     log.info("%s: version %d written, held-out accuracy %.4f", name, version, evaluation.accuracy)
     return record
@@ -125,7 +128,12 @@ def _tensor_rows(prepared: Prepared) -> str:
 
 
 def model_card(
-    name: str, kind: str, prepared: Prepared, record: dict[str, Any], parity: list[ParityCase]
+    name: str,
+    kind: str,
+    prepared: Prepared,
+    record: dict[str, Any],
+    parity: list[ParityCase],
+    extra_evaluation: str = "",
 ) -> str:
     held_out = record["held_out"]
     per_class = "\n".join(
@@ -165,7 +173,7 @@ preprocessing (PyTorch before export: {record["torch_held_out_accuracy"]:.4f}).
 | class | precision | recall | F1 | support |
 |---|---|---|---|---|
 {per_class}
-
+{extra_evaluation}
 ## Input contract
 {prepared.card["input"]}
 
