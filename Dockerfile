@@ -17,8 +17,10 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
+COPY modelgate/ modelgate/
 COPY service/ service/
 COPY training/ training/
+COPY loadtests/ loadtests/
 
 FROM build-base AS gateway-build
 # Base dependencies of pyproject.toml only: the gateway never imports torch.

@@ -19,30 +19,21 @@ from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
-from google.protobuf import text_format
 from tritonclient.grpc import InferInput, model_config_pb2
-from tritonclient.utils import triton_to_np_dtype
 
 from service.local_triton import DEFAULT_REPOSITORY, LocalTriton
+from service.model_contract import CONFIG_FILE, TensorSpec, example_inputs, parse_config
 
 SEQUENCE_LENGTH = 24  # used for every `-1` dim
 
 
 def make_request(config: model_config_pb2.ModelConfig, seed: int) -> list[InferInput]:
-    rng = np.random.default_rng(seed)
+    specs = [TensorSpec.from_config(t) for t in config.input]
+    arrays = example_inputs(specs, 1, SEQUENCE_LENGTH, seed)
     inputs = []
-    for spec in config.input:
-        datatype = model_config_pb2.DataType.Name(spec.data_type).removeprefix("TYPE_")
-        dtype = triton_to_np_dtype(datatype)
-        shape = [1, *(SEQUENCE_LENGTH if d < 0 else d for d in spec.dims)]
-        if "MASK" in spec.name.upper():
-            array = np.ones(shape, dtype)
-        elif np.issubdtype(dtype, np.integer):
-            array = rng.integers(1, 10, size=shape).astype(dtype)
-        else:
-            array = rng.standard_normal(shape).astype(dtype)
-        tensor = InferInput(spec.name, shape, datatype)
-        tensor.set_data_from_numpy(array)
+    for spec in specs:
+        tensor = InferInput(spec.name, list(arrays[spec.name].shape), spec.datatype)
+        tensor.set_data_from_numpy(arrays[spec.name])
         inputs.append(tensor)
     return inputs
 
@@ -115,8 +106,7 @@ def main() -> None:
     parser.add_argument("--url", help="gRPC host:port of a running Triton (default: start one)")
     parser.add_argument("--metrics-url", help="metrics URL of that Triton")
     args = parser.parse_args()
-    config_text = (args.repository / args.model / "config.pbtxt").read_text()
-    config = text_format.Parse(config_text, model_config_pb2.ModelConfig())
+    config = parse_config(args.repository / args.model / CONFIG_FILE)
     if args.url:
         metrics_url = args.metrics_url or f"http://{args.url.split(':')[0]}:8002/metrics"
         run(args.url, metrics_url, args.model, config, args.concurrency, args.duration)

@@ -21,10 +21,10 @@ from pathlib import Path
 from locust import LoadTestShape
 from locust.stats import StatsEntry
 
-from service.loadtest.capacity import StepRecord
-from service.loadtest.contract import CAPACITY_STEPS_ENV, SLA_ENV, TARGETS_ENV
-from service.loadtest.sla import load_sla
-from service.loadtest.verdict import Measurement, evaluate
+from loadtests.capacity import StepRecord
+from loadtests.contract import CAPACITY_STEPS_ENV, SLA_ENV, TARGETS_ENV
+from loadtests.sla import load_sla
+from loadtests.verdict import Measurement, evaluate
 
 logger = logging.getLogger("modelgate.capacity")
 

@@ -11,7 +11,7 @@ lines of YAML. Each target gets its own user class:
 - `v2_grpc` a gevent-friendly tritonclient gRPC user calling ModelInfer
 
 Request bodies are built once per process before the load starts (see
-`service.loadtest.payloads`); users only pick one and send it.
+`loadtests.payloads`); users only pick one and send it.
 """
 
 from __future__ import annotations
@@ -31,15 +31,15 @@ from locust import FastHttpUser, User, constant, events, task
 from locust.env import Environment
 from locust.runners import WorkerRunner
 
-from service.loadtest import payloads
-from service.loadtest.contract import (
+from loadtests import payloads
+from loadtests.contract import (
     API_KEY_ENV,
     CAPACITY_STEPS_ENV,
     SLA_ENV,
     TARGETS_ENV,
     WARMUP_OVER,
 )
-from service.loadtest.sla import Sla, Target, load_sla
+from loadtests.sla import Sla, Target, load_sla
 
 logger = logging.getLogger("modelgate.loadtest")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -19,7 +18,6 @@ import typer
 from pydantic import ValidationError
 
 from service.examples import curl_command
-from service.loadtest import cli as loadtest_cli
 from service.local_triton import (
     DEFAULT_REPOSITORY,
     LocalTriton,
@@ -27,12 +25,14 @@ from service.local_triton import (
     port_in_use,
     serve_until_stopped,
 )
+from service.model_contract import EVALUATION_FILE, RUN_FILE, is_model_dir, version_dirs
 from service.repository import RepositoryError, load_repository
 from service.settings import Settings
 
+# The gateway's commands; modelgate/cli.py adds training's and the load tests' beside them.
 app = typer.Typer(
     no_args_is_help=True,
-    help="modelgate: train, export and serve models behind Triton.",
+    help="modelgate gateway: serve the model repository behind Triton.",
     pretty_exceptions_enable=False,
 )
 
@@ -41,52 +41,23 @@ RepositoryOption = Annotated[
 ]
 
 
-@app.callback()
-def main() -> None:
-    """modelgate command line."""
-
-
-@app.command()
-def build(
-    repository: RepositoryOption = Path("model_repository"),
-    model: Annotated[
-        list[str] | None, typer.Option("--model", "-m", help="Only this model (repeatable).")
-    ] = None,
-    new_version: Annotated[
-        bool,
-        typer.Option(help="Add the export as the next version instead of replacing version 1."),
-    ] = False,
-) -> None:
-    """Train every model on its real data, export to ONNX, check parity and write the repository."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    # The ONNX exporter's optimiser logs every rewrite at INFO; keep the build's progress readable.
-    for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    # Imported here: the serving image has no torch.
-    from training.build import build as build_repository
-    from training.recipes import RECIPES
-
-    unknown = sorted(set(model or []) - set(RECIPES))
-    if unknown:
-        raise typer.BadParameter(f"unknown model(s) {unknown}; known: {sorted(RECIPES)}")
-    build_repository(repository, model, new_version)
-    show(repository)
-
-
 @app.command()
 def show(repository: RepositoryOption = Path("model_repository")) -> None:
     """List the models in the repository with their versions and held-out accuracy."""
     if not repository.is_dir():
         typer.echo(f"error: no model repository at {repository}; run `modelgate build`", err=True)
         raise typer.Exit(2)
-    for model_dir in sorted(p for p in repository.iterdir() if (p / "config.pbtxt").is_file()):
-        versions = sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit())
+    for model_dir in sorted(p for p in repository.iterdir() if is_model_dir(p)):
+        versions = version_dirs(model_dir)
         summary = ""
-        evaluation = model_dir / "evaluation.json"
+        evaluation = model_dir / EVALUATION_FILE
         if evaluation.is_file():
             record = json.loads(evaluation.read_text())
             held_out = record["held_out"]
             summary = f"held-out accuracy {held_out['accuracy']:.4f} (n={held_out['size']})"
+        if versions and (model_dir / str(versions[-1]) / RUN_FILE).is_file():
+            run = json.loads((model_dir / str(versions[-1]) / RUN_FILE).read_text())
+            summary += f"  MLflow run {run['run_id']}"
         typer.echo(f"{model_dir.name:<20} versions {versions}  {summary}")
 
 
@@ -252,7 +223,10 @@ def up(
     def _terminate(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    # SIGINT too: a shell without job control starts background commands with SIGINT
+    # ignored, and Python then never raises KeyboardInterrupt, so Ctrl-C (or a
+    # supervisor's SIGINT) would not stop `up` started that way.
+    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGINT)}
     triton = LocalTriton(repository)
     gateway: subprocess.Popen[bytes] | None = None
     code = 0
@@ -297,15 +271,10 @@ def up(
         if gateway is not None:
             stop_process(gateway, grace_s=Settings.model_fields["shutdown_grace_s"].default + 5)
         triton.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         typer.echo("Stopped.")
     raise typer.Exit(code)
-
-
-# Load testing against SLAs (loadtests/README.md); heavy imports stay inside the commands.
-app.command("loadtest")(loadtest_cli.loadtest)
-app.command("capacity")(loadtest_cli.capacity)
-app.command("verdict")(loadtest_cli.verdict)
 
 
 if __name__ == "__main__":

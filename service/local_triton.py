@@ -32,6 +32,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from service.model_contract import is_model_dir
+
 ModelControlMode = Literal["none", "poll", "explicit"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -171,7 +173,7 @@ def check_repository(repository: Path) -> list[str]:
             f"model repository {repository} does not exist: build it with `modelgate build` "
             "or pass --repository"
         )
-    models = sorted(p.name for p in repository.iterdir() if (p / "config.pbtxt").is_file())
+    models = sorted(p.name for p in repository.iterdir() if is_model_dir(p))
     if not models:
         raise LocalTritonError(
             f"model repository {repository} has no <model>/config.pbtxt: build it with "
@@ -434,12 +436,6 @@ class LocalTriton:
         else:
             hint = "see the server log"
         return f"tritonserver exited with code {code} ({hint}; log {log}): {tail}"
-
-    def log_text(self) -> str:
-        """Everything the server has logged so far."""
-        if self.log_path is None or not self.log_path.is_file():
-            return ""
-        return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = STOP_GRACE_S) -> int | None:
         """SIGTERM the server, SIGKILL its process group after `timeout`; return the exit code.

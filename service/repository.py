@@ -8,38 +8,28 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
-from tritonclient.utils import triton_to_np_dtype
+
+from service.model_contract import (
+    CONFIG_FILE,
+    LABELS_FILE,
+    MODEL_FILE,
+    PREPROCESSING_FILE,
+    TensorSpec,
+    is_model_dir,
+    parse_config,
+    version_dirs,
+)
 
 PayloadKind = Literal["image", "text", "sequence"]
 
 
 class RepositoryError(Exception):
     """The model repository is missing something or is inconsistent."""
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One input or output of a model as Triton sees it (dims exclude the batch dim)."""
-
-    name: str
-    datatype: str  # Triton datatype name: FP32, INT64, BYTES, ...
-    dims: tuple[int, ...]  # -1 marks a variable dimension
-
-    @cached_property  # checked on every request
-    def np_dtype(self) -> np.dtype[Any]:
-        """The numpy dtype Triton expects for this tensor."""
-        return np.dtype(triton_to_np_dtype(self.datatype))
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly description (used by the model listing endpoints)."""
-        return {"name": self.name, "datatype": self.datatype, "shape": [-1, *self.dims]}
 
 
 @dataclass(frozen=True)
@@ -103,13 +93,6 @@ class ModelSpec:
     sequence: SequenceSpec | None = None
     config: model_config_pb2.ModelConfig = field(default_factory=model_config_pb2.ModelConfig)
 
-    def input(self, name: str) -> TensorSpec:
-        """The input called `name`."""
-        for spec in self.inputs:
-            if spec.name == name:
-                return spec
-        raise KeyError(name)
-
     @property
     def onnx_path(self) -> Path:
         """The served version's ONNX file."""
@@ -145,26 +128,16 @@ class ModelSpec:
         }
 
 
-def _datatype(data_type: int) -> str:
-    name = model_config_pb2.DataType.Name(data_type)  # e.g. TYPE_FP32
-    name = name.removeprefix("TYPE_")
-    return "BYTES" if name == "STRING" else name
-
-
 def _tensors(items: Any) -> tuple[TensorSpec, ...]:
-    return tuple(
-        TensorSpec(t.name, _datatype(t.data_type), tuple(int(d) for d in t.dims)) for t in items
-    )
+    return tuple(TensorSpec.from_config(t) for t in items)
 
 
 def read_config(path: Path) -> model_config_pb2.ModelConfig:
     """Parse a config.pbtxt with Triton's own protobuf schema."""
-    config = model_config_pb2.ModelConfig()
     try:
-        text_format.Parse(path.read_text(), config)
+        return parse_config(path)
     except (OSError, text_format.ParseError) as exc:
         raise RepositoryError(f"{path}: {exc}") from exc
-    return config
 
 
 def _block(path: Path, data: dict[str, Any], key: str, cls: type[Any]) -> Any:
@@ -180,19 +153,17 @@ def _block(path: Path, data: dict[str, Any], key: str, cls: type[Any]) -> Any:
 
 def load_model(model_dir: Path) -> ModelSpec:
     """Read one model directory."""
-    config = read_config(model_dir / "config.pbtxt")
+    config = read_config(model_dir / CONFIG_FILE)
     name = config.name or model_dir.name
     if name != model_dir.name:
         raise RepositoryError(f"{model_dir}: config name {name!r} differs from the directory name")
-    versions = sorted(
-        (p.name for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=int
-    )
+    versions = [str(v) for v in version_dirs(model_dir)]
     if not versions:
         raise RepositoryError(f"{model_dir}: no numeric version directory")
     if not config.default_model_filename:
-        config.default_model_filename = "model.onnx"
+        config.default_model_filename = MODEL_FILE
 
-    pre_path = model_dir / "preprocessing.json"
+    pre_path = model_dir / PREPROCESSING_FILE
     try:
         pre = json.loads(pre_path.read_text())
     except (OSError, ValueError) as exc:
@@ -201,7 +172,7 @@ def load_model(model_dir: Path) -> ModelSpec:
     if kind not in ("image", "text", "sequence"):
         raise RepositoryError(f"{pre_path}: kind must be image, text or sequence, not {kind!r}")
 
-    labels_path = model_dir / pre.get("labels_file", "labels.txt")
+    labels_path = model_dir / pre.get("labels_file", LABELS_FILE)
     try:
         labels = tuple(
             line.strip() for line in labels_path.read_text().splitlines() if line.strip()
@@ -261,11 +232,7 @@ def load_repository(root: Path) -> dict[str, ModelSpec]:
     """Read every model under `root` (directories with a config.pbtxt)."""
     if not root.is_dir():
         raise RepositoryError(f"model repository {root} is not a directory")
-    models = {
-        d.name: load_model(d)
-        for d in sorted(root.iterdir())
-        if d.is_dir() and (d / "config.pbtxt").is_file()
-    }
+    models = {d.name: load_model(d) for d in sorted(root.iterdir()) if is_model_dir(d)}
     if not models:
         raise RepositoryError(f"model repository {root} holds no model (no */config.pbtxt)")
     return models

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,22 +15,34 @@ from service.local_triton import DEFAULT_REPOSITORY, LocalTriton, LocalTritonErr
 ENV_TEST_REPOSITORY = "MODELGATE_TEST_MODEL_REPOSITORY"
 
 
-@pytest.fixture(scope="session")
-def model_repository() -> Path:
+def served_repository() -> Path:
     """The model repository the serving tests run against (the committed one by default)."""
     configured = os.environ.get(ENV_TEST_REPOSITORY)
     return Path(configured).resolve() if configured else DEFAULT_REPOSITORY
 
 
 @pytest.fixture(scope="session")
-def triton_server(model_repository: Path) -> Iterator[LocalTriton]:
-    """A real tritonserver (pip-shipped binary) serving `model_repository` on free ports."""
-    server = LocalTriton(model_repository)
+def model_repository() -> Path:
+    """The model repository the serving tests run against (the committed one by default)."""
+    return served_repository()
+
+
+@contextlib.contextmanager
+def running_triton(repository: Path, what: str) -> Iterator[LocalTriton]:
+    """A real tritonserver (pip-shipped binary) serving `repository` on free ports."""
+    server = LocalTriton(repository)
     try:
         server.start()
     except LocalTritonError as exc:
-        pytest.fail(f"cannot start the local Triton server: {exc}", pytrace=False)
+        pytest.fail(f"cannot start {what}: {exc}", pytrace=False)
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_server(model_repository: Path) -> Iterator[LocalTriton]:
+    """A real tritonserver (pip-shipped binary) serving `model_repository` on free ports."""
+    with running_triton(model_repository, "the local Triton server") as server:
+        yield server

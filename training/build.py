@@ -6,116 +6,270 @@ import json
 import logging
 import platform
 import shutil
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from training import repository
-from training.evaluate import evaluate_model_dir
+from service import model_contract as contract
+from training import data, fingerprint, repository, slices, tracking
+from training.evaluate import evaluate_model_dir, evaluation_sets
 from training.export import PARITY_ATOL, PARITY_RTOL, ParityCase, check_parity, export_onnx
-from training.recipes import MAX_BATCH_SIZE, RECIPES, Prepared
-from training.train import fit, predict_logits
+from training.recipes import MAX_BATCH_SIZE, RECIPES, Prepared, Recipe
+from training.train import (
+    OPTIMIZER,
+    SCHEDULE,
+    WARMUP_FRACTION,
+    TrainConfig,
+    fit,
+    predict_logits,
+    seed_everything,
+)
+
+# Intra-op threads for training and export (recorded with every run).
+THREADS = 2
+# Recipes create their networks, and so draw the initial weights, in prepare(): seeding
+# first makes a second build in the same process start from the same weights as the first.
+INIT_SEED = 0
 
 log = logging.getLogger(__name__)
 
 
-def build_model(name: str, repo: Path, new_version: bool = False) -> dict[str, Any]:
+def build_model(
+    name: str,
+    repo: Path,
+    new_version: bool = False,
+    tracking_uri: str | None = None,
+    epochs: int | None = None,
+) -> dict[str, Any]:
     """Train and export one model; returns its evaluation record (also written to evaluation.json).
 
     Without `new_version`, the model directory is rewritten as version 1. With it,
     the export is added as the next version beside the existing ones, and
-    Triton's version policy (latest 1) serves the new one.
+    Triton's version policy (latest 1) serves the new one. Every build is one
+    MLflow run (training/tracking.py) in `tracking_uri` (default: the local
+    store beside `repo`); `epochs` overrides the recipe's for a quick experiment.
+    Nothing is written to `repo` when the model's worst group is below its
+    recipe's floor (`GroupFloorError`).
     """
     recipe = RECIPES[name]
     model_dir = repo / name
-    torch.set_num_threads(2)
-    started = time.monotonic()
-    prepared = recipe.prepare()
-    log.info(
-        "%s: data ready (%d train, %d held out)",
-        name,
-        len(prepared.train_labels),
-        len(prepared.test_labels),
-    )
-    history = fit(
-        prepared.model, prepared.train_inputs, prepared.train_labels, prepared.train_config, name
-    )
-    train_seconds = time.monotonic() - started
+    torch.set_num_threads(THREADS)
+    tracking_uri = tracking_uri or tracking.default_tracking_uri(repo)
+    project = tracking.project_dir(repo)
+    with (
+        tracking.build_run(name, tracking_uri, project) as run,
+        fingerprint.collect() as datasets,
+    ):
+        started = time.monotonic()
+        seed_everything(INIT_SEED)
+        prepared = recipe.prepare()
+        config = prepared.train_config
+        if epochs is not None:
+            config = replace(config, epochs=epochs)
+        prepare_seconds = time.monotonic() - started
+        log.info(
+            "%s: data ready (%d train, %d held out); MLflow run %s",
+            name,
+            len(prepared.train_labels),
+            len(prepared.test_labels),
+            run.reference.run_id,
+        )
+        run.log_params(_run_params(recipe, prepared, config))
+        run.log_text(str(prepared.model), "architecture.txt")
+        run.log_text(tracking.environment_listing(), "environment.txt")
 
-    torch_accuracy = float(
-        (
-            predict_logits(prepared.model, prepared.test_inputs).argmax(1) == prepared.test_labels
-        ).mean()
-    )
-    sample = prepared.parity_inputs(2, max(1, prepared.parity_lengths[-1] // 2))
-    onnx_model = export_onnx(prepared.model, prepared.inputs, prepared.outputs, sample)
-    parity = check_parity(
-        prepared.model, onnx_model, prepared.inputs, prepared.parity_inputs, prepared.parity_lengths
-    )
-    log.info(
-        "%s: ONNX parity ok, max |diff| %.2g over %d cases",
-        name,
-        max(c.max_abs_diff for c in parity),
-        len(parity),
-    )
+        def held_out_epoch(epoch: int, loss: float) -> None:
+            logits = torch.from_numpy(predict_logits(prepared.model, prepared.test_inputs))
+            truth = torch.from_numpy(prepared.test_labels)
+            held_out_loss = float(torch.nn.functional.cross_entropy(logits, truth))
+            accuracy = float((logits.argmax(1) == truth).float().mean())
+            run.log_epoch(
+                epoch,
+                {
+                    "train_loss": loss,
+                    "held_out_loss": held_out_loss,
+                    "held_out_accuracy_torch": accuracy,
+                },
+            )
 
-    if new_version:
-        version = repository.next_version(model_dir)
-    else:
-        version = 1
-        if model_dir.exists():
+        started = time.monotonic()
+        history = fit(
+            prepared.model,
+            prepared.train_inputs,
+            prepared.train_labels,
+            config,
+            name,
+            on_epoch=held_out_epoch,
+        )
+        train_seconds = time.monotonic() - started
+
+        torch_accuracy = float(
+            (
+                predict_logits(prepared.model, prepared.test_inputs).argmax(1)
+                == prepared.test_labels
+            ).mean()
+        )
+        started = time.monotonic()
+        sample = prepared.parity_inputs(2, max(1, prepared.parity_lengths[-1] // 2))
+        onnx_model = export_onnx(prepared.model, prepared.inputs, prepared.outputs, sample)
+        parity = check_parity(
+            prepared.model,
+            onnx_model,
+            prepared.inputs,
+            prepared.parity_inputs,
+            prepared.parity_lengths,
+        )
+        export_seconds = time.monotonic() - started
+        log.info(
+            "%s: ONNX parity ok, max |diff| %.2g over %d cases",
+            name,
+            max(c.max_abs_diff for c in parity),
+            len(parity),
+        )
+
+        version = repository.next_version(model_dir) if new_version else 1
+
+        def write(target: Path) -> None:
+            repository.write_model(
+                target,
+                version,
+                onnx_model,
+                prepared.inputs,
+                prepared.outputs,
+                prepared.preprocessing,
+                prepared.labels,
+                prepared.extra_files,
+            )
+
+        # Evaluate a staged copy first: a model refused by its group floor leaves `repo` untouched.
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix=f"{name}-") as staging:
+            staged = Path(staging) / name
+            write(staged)
+            evaluation = evaluate_model_dir(staged, version)
+            groups = slices.group_report(evaluation_sets(staged, version), recipe.group_floor)
+        evaluate_seconds = time.monotonic() - started
+
+        record = {
+            "model": name,
+            "version": version,
+            "held_out": evaluation.to_json(),
+            "torch_held_out_accuracy": round(torch_accuracy, 6),
+            "groups": groups.to_json(),
+            "data": [fp.to_json() for fp in datasets.values()],
+            "parity": {
+                "atol": PARITY_ATOL,
+                "rtol": PARITY_RTOL,
+                "cases": [c.__dict__ for c in parity],
+            },
+            "training": {
+                **config.__dict__,
+                "optimizer": OPTIMIZER,
+                "schedule": SCHEDULE,
+                "epoch_losses": [round(v, 5) for v in history],
+                "seconds": round(train_seconds, 1),
+                "torch": torch.__version__,
+                "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+            },
+            "run": run.reference.to_json(),
+        }
+        run.log_datasets(datasets)
+        run.log_metrics(
+            {
+                "held_out_accuracy": evaluation.accuracy,
+                "torch_held_out_accuracy": torch_accuracy,
+                "parity_max_abs_diff": max(c.max_abs_diff for c in parity),
+                "worst_group_accuracy": groups.worst.accuracy,
+                **{tracking.group_metric(g.dimension, g.name): g.accuracy for g in groups.groups},
+                "prepare_seconds": prepare_seconds,
+                "train_seconds": train_seconds,
+                "export_seconds": export_seconds,
+                "evaluate_seconds": evaluate_seconds,
+            }
+        )
+        run.log_dict(
+            {"atol": PARITY_ATOL, "rtol": PARITY_RTOL, "cases": [c.__dict__ for c in parity]},
+            "parity.json",
+        )
+        try:
+            groups.check(name)
+        except slices.GroupFloorError as refused:
+            run.set_tag("refused", str(refused))
+            run.log_dict(record, "evaluation.json")
+            raise
+
+        if not new_version and model_dir.exists():
             shutil.rmtree(model_dir)
-    repository.write_model(
-        model_dir,
-        version,
-        onnx_model,
-        prepared.inputs,
-        prepared.outputs,
-        prepared.preprocessing,
-        prepared.labels,
-        prepared.extra_files,
-    )
-    evaluation = evaluate_model_dir(model_dir, version)
-    record = {
-        "model": name,
-        "version": version,
-        "held_out": evaluation.to_json(),
-        "torch_held_out_accuracy": round(torch_accuracy, 6),
-        "parity": {
-            "atol": PARITY_ATOL,
-            "rtol": PARITY_RTOL,
-            "cases": [c.__dict__ for c in parity],
-        },
-        "training": {
-            **prepared.train_config.__dict__,
-            "optimizer": "AdamW",
-            "schedule": "OneCycleLR",
-            "epoch_losses": [round(v, 5) for v in history],
-            "seconds": round(train_seconds, 1),
-            "torch": torch.__version__,
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        },
-    }
-    extra_card = ""
-    if prepared.extra_evaluation is not None:
-        record["evaluation_sets"], extra_card = prepared.extra_evaluation(model_dir, version)
-    (model_dir / repository.EVALUATION_FILE).write_text(
-        json.dumps(record, indent=2) + "\n", encoding="utf-8"
-    )
-    (model_dir / repository.CARD_FILE).write_text(
-        model_card(name, recipe.kind, prepared, record, parity, extra_card), encoding="utf-8"
-    )
+        write(model_dir)
+        version_dir = model_dir / str(version)
+        tracking.write_run_file(version_dir, run.reference)
+        extra_card = ""
+        if prepared.extra_evaluation is not None:
+            record["evaluation_sets"], extra_card = prepared.extra_evaluation(model_dir, version)
+        (model_dir / contract.EVALUATION_FILE).write_text(
+            json.dumps(record, indent=2) + "\n", encoding="utf-8"
+        )
+        (model_dir / contract.CARD_FILE).write_text(
+            model_card(name, recipe.kind, prepared, record, parity, groups, extra_card),
+            encoding="utf-8",
+        )
+        for artifact in (
+            version_dir / contract.MODEL_FILE,
+            model_dir / contract.CARD_FILE,
+            model_dir / contract.EVALUATION_FILE,
+            model_dir / contract.CONFIG_FILE,
+            model_dir / contract.PREPROCESSING_FILE,
+            model_dir / contract.LABELS_FILE,
+        ):
+            run.log_artifact(artifact, "model")
+        for extra in prepared.extra_files:
+            run.log_artifact(model_dir / extra, "model")
     log.info("%s: version %d written, held-out accuracy %.4f", name, version, evaluation.accuracy)
     return record
 
 
+def _run_params(recipe: Recipe, prepared: Prepared, config: TrainConfig) -> dict[str, Any]:
+    """What a run is: architecture, optimisation settings, seeds, threads, data sizes, packages."""
+    return {
+        "model": recipe.name,
+        "kind": recipe.kind,
+        "architecture": type(prepared.model).__name__,
+        "parameters": sum(p.numel() for p in prepared.model.parameters()),
+        "optimizer": OPTIMIZER,
+        "learning_rate": config.learning_rate,
+        "weight_decay": config.weight_decay,
+        "schedule": SCHEDULE,
+        "schedule_warmup_fraction": WARMUP_FRACTION,
+        "clip_norm": config.clip_norm,
+        "batch_size": config.batch_size,
+        "epochs": config.epochs,
+        "seed": config.seed,
+        "init_seed": INIT_SEED,
+        "data_seed": data.SEED,
+        "threads": torch.get_num_threads(),
+        "train_examples": len(prepared.train_labels),
+        "held_out_examples": len(prepared.test_labels),
+        "group_floor": recipe.group_floor,
+        **{f"version.{k}": v for k, v in tracking.package_versions().items()},
+    }
+
+
 def build(
-    repo: Path, names: list[str] | None = None, new_version: bool = False
+    repo: Path,
+    names: list[str] | None = None,
+    new_version: bool = False,
+    tracking_uri: str | None = None,
+    epochs: int | None = None,
 ) -> list[dict[str, Any]]:
     repo.mkdir(parents=True, exist_ok=True)
-    return [build_model(name, repo, new_version) for name in (names or list(RECIPES))]
+    return [
+        build_model(name, repo, new_version, tracking_uri, epochs)
+        for name in (names or list(RECIPES))
+    ]
 
 
 def _tensor_rows(prepared: Prepared) -> str:
@@ -123,8 +277,16 @@ def _tensor_rows(prepared: Prepared) -> str:
     for direction, specs in (("input", prepared.inputs), ("output", prepared.outputs)):
         for spec in specs:
             dims = ", ".join(str(d) for d in (-1, *spec.dims))
-            rows.append(f"| {direction} | `{spec.name}` | {spec.dtype} | [{dims}] |")
+            rows.append(f"| {direction} | `{spec.name}` | {spec.np_dtype} | [{dims}] |")
     return "\n".join(rows)
+
+
+def _data_rows(record: dict[str, Any]) -> str:
+    return "\n".join(
+        f"| {d['name']} | {d['package']} {d['package_version']} | {d['split']} | {d['size']} "
+        f"| `{d['sha256'][:16]}` |"
+        for d in record["data"]
+    )
 
 
 def model_card(
@@ -133,6 +295,7 @@ def model_card(
     prepared: Prepared,
     record: dict[str, Any],
     parity: list[ParityCase],
+    groups: slices.GroupReport,
     extra_evaluation: str = "",
 ) -> str:
     held_out = record["held_out"]
@@ -165,6 +328,13 @@ and re-checked by the test suite on the committed ONNX file.
 ## Data
 {prepared.card["data"]}
 
+Fingerprints of the exact examples (SHA-256 over examples and labels, in order; the full
+hashes are in `evaluation.json`):
+
+| dataset | source | split | examples | SHA-256 |
+|---|---|---|---|---|
+{_data_rows(record)}
+
 ## Held-out evaluation
 Accuracy **{held_out["accuracy"]:.4f}** on {held_out["size"]} held-out examples, computed with
 ONNX Runtime on the exported `{record["version"]}/model.onnx` after the repository's own
@@ -173,6 +343,11 @@ preprocessing (PyTorch before export: {record["torch_held_out_accuracy"]:.4f}).
 | class | precision | recall | F1 | support |
 |---|---|---|---|---|
 {per_class}
+
+## Groups
+Held-out accuracy per group, computed with ONNX Runtime like the figures above.
+
+{slices.markdown_table(groups)}
 {extra_evaluation}
 ## Input contract
 {prepared.card["input"]}
@@ -193,7 +368,8 @@ Preprocessing parameters: `preprocessing.json`.
 {prepared.card["limitations"]}
 
 ## Training
-{training_line}
+{training_line} MLflow run `{record["run"]["run_id"]}` (experiment
+`{record["run"]["experiment"]}`) holds its parameters, per-epoch curves and artifacts.
 
 ## Export
 {export_line}

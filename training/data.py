@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from training.fingerprint import loads
+
 SEED = 20261125
 
 # --- digits (CNN) -----------------------------------------------------------------
@@ -37,6 +39,11 @@ def digit_to_image(pixels_0_16: np.ndarray) -> Image.Image:
     return Image.fromarray(np.round(grid * (255.0 / 16.0)).astype(np.uint8), mode="L")
 
 
+@loads(
+    "digits",
+    "scikit-learn",
+    f"load_digits, stratified train_test_split test_size={DIGITS_TEST_FRACTION}, random_state=0",
+)
 def load_digits_split() -> tuple[ImageSplit, ImageSplit]:
     """scikit-learn's handwritten digits (1,797 images, 10 classes), stratified 75/25 split.
 
@@ -68,6 +75,7 @@ class SequenceSplit:
     labels: np.ndarray
 
 
+@loads("JapaneseVowels", "aeon", "UCR/UEA JapaneseVowels, the archive's own train/test split")
 def load_vowels_split() -> tuple[SequenceSplit, SequenceSplit]:
     """UCR/UEA JapaneseVowels: 12 LPC cepstrum coefficients per frame, 9 speakers.
 
@@ -98,6 +106,13 @@ class TextSplit:
     labels: np.ndarray
 
 
+@loads(
+    "langid texts",
+    "wordfreq",
+    "training.langid_corpus: frequency-weighted wordfreq phrases plus cuts of Django/humanize "
+    "catalogs, CLDR (Babel, unicode-rbnf) and Faker texts, balanced per language, real-text "
+    f"items split 80/20 by CRC32, seed {SEED}",
+)
 def load_langid_split() -> tuple[TextSplit, TextSplit]:
     """Short texts (mostly 1-4 words) in 8 languages from word-frequency lists and real text.
 

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from training import data, features
+from training import data, features, fingerprint
+from training.langid_eval import length_group
+from training.slices import EvaluationSet
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,52 @@ def classification_metrics(
     }
     accuracy = float(np.mean(predicted == truth))
     return Evaluation(accuracy=round(accuracy, 6), size=len(truth), per_class=per_class)
+
+
+def _newest_version(model_dir: Path) -> int:
+    return max(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def evaluation_sets(model_dir: Path, version: int | None = None) -> list[EvaluationSet]:
+    """Every labelled set the model is judged on, each item with its groups (training/slices.py).
+
+    A new evaluation set only needs its per-item correctness and group labels here;
+    set names become the `family` groups when there are several.
+    """
+    version = _newest_version(model_dir) if version is None else version
+    onnx_path = model_dir / str(version) / "model.onnx"
+    pre = read_preprocessing(model_dir)
+    labels = read_labels(model_dir, pre)
+    inputs, truth = held_out_inputs(model_dir)
+    correct = run_onnx(onnx_path, inputs).argmax(axis=1) == truth
+    classes = [labels[t] for t in truth]
+    kind = pre["kind"]
+    if kind == "sequence":  # JapaneseVowels: the classes are the speakers
+        return [EvaluationSet("held-out", correct, {"speaker": classes})]
+    if kind == "text":
+        _, phrases = data.load_langid_split()
+        # The length buckets of the language-id card (1, 2, 3, 4, 5+ words): a few held-out
+        # texts run to 12 words, too few per exact length for a group of their own.
+        buckets = [length_group(text) for text in phrases.texts]
+        length = [f"{b} word{'' if b == '1' else 's'}" for b in buckets]
+        return [EvaluationSet("held-out", correct, {"language": classes, "phrase length": length})]
+    if kind == "image":
+        # The same held-out digits, dark ink on a light background: what a scan looks like.
+        _, test = data.load_digits_split()
+        inverted = 255 - test.images
+        fingerprint.record(
+            "digits held-out inverted", "scikit-learn", "the held-out part, 255 - pixel", inverted
+        )
+        spec = pre["image"]
+        inverted_correct = (
+            run_onnx(onnx_path, {spec["input"]: features.image_tensor(inverted, spec)}).argmax(1)
+            == test.labels
+        )
+        return [
+            EvaluationSet("held-out", correct),
+            EvaluationSet("held-out inverted", inverted_correct),
+        ]
+    raise ValueError(f"{model_dir}: unknown preprocessing kind {kind!r}")
 
 
 def evaluate_model_dir(model_dir: Path, version: int | None = None) -> Evaluation:

@@ -20,7 +20,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from training.recipes import MAX_BATCH_SIZE, TensorSpec
+from service.model_contract import TensorSpec
+from training.recipes import MAX_BATCH_SIZE
 
 log = logging.getLogger(__name__)
 

@@ -16,21 +16,21 @@ import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from training.recipes import MAX_BATCH_SIZE, TensorSpec
+from service.model_contract import (
+    CONFIG_FILE,
+    GPU_CONFIG_FILE,
+    LABELS_FILE,
+    MODEL_FILE,
+    PREPROCESSING_FILE,
+    WARMUP_DIR,
+    TensorSpec,
+    is_mask,
+    version_dirs,
+)
+from training.recipes import MAX_BATCH_SIZE
 
-CONFIG_FILE = "config.pbtxt"
-MODEL_FILE = "model.onnx"
-LABELS_FILE = "labels.txt"
-PREPROCESSING_FILE = "preprocessing.json"
-EVALUATION_FILE = "evaluation.json"
-CARD_FILE = "MODEL_CARD.md"
-# Triton's custom model configurations: `--model-config-name=gpu` loads configs/gpu.pbtxt.
-GPU_CONFIG_FILE = "configs/gpu.pbtxt"
-WARMUP_DIR = "warmup"
 # Concrete length used for variable axes in warm-up requests.
 WARMUP_LENGTH = 16
-
-TRITON_TYPES = {"float32": mc.TYPE_FP32, "int64": mc.TYPE_INT64, "int32": mc.TYPE_INT32}
 
 # Triton's dynamic batcher: no artificial delay. Triton still batches whatever
 # queued while the instance was busy (docs/architecture.md, "Batching").
@@ -46,11 +46,11 @@ def model_config(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec])
         default_model_filename=MODEL_FILE,
     )
     for spec in inputs:
-        config.input.add(name=spec.name, data_type=TRITON_TYPES[spec.dtype], dims=list(spec.dims))
+        config.input.add(name=spec.name, data_type=spec.config_data_type, dims=list(spec.dims))
     for spec in outputs:
         config.output.add(
             name=spec.name,
-            data_type=TRITON_TYPES[spec.dtype],
+            data_type=spec.config_data_type,
             dims=list(spec.dims),
             label_filename=LABELS_FILE,
         )
@@ -69,17 +69,13 @@ def model_config(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec])
     for spec in inputs:
         dims = [WARMUP_LENGTH if d == -1 else d for d in spec.dims]
         entry = warmup.inputs[spec.name]
-        entry.data_type = TRITON_TYPES[spec.dtype]
+        entry.data_type = spec.config_data_type
         entry.dims.extend(dims)
-        if _is_mask(spec):
+        if is_mask(spec):
             entry.input_data_file = f"{spec.name}_ones"
         else:
             entry.zero_data = True
     return config
-
-
-def _is_mask(spec: TensorSpec) -> bool:
-    return "MASK" in spec.name
 
 
 def gpu_variant(config: mc.ModelConfig) -> mc.ModelConfig:
@@ -105,16 +101,8 @@ def render_config(config: mc.ModelConfig) -> str:
     return header + body
 
 
-def parse_config(path: Path) -> mc.ModelConfig:
-    return text_format.Parse(path.read_text(encoding="utf-8"), mc.ModelConfig())
-
-
 def next_version(model_dir: Path) -> int:
-    versions = (
-        [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()]
-        if model_dir.exists()
-        else []
-    )
+    versions = version_dirs(model_dir) if model_dir.exists() else []
     return max(versions, default=0) + 1
 
 
@@ -153,6 +141,7 @@ def write_model(
     warmup_dir = model_dir / WARMUP_DIR
     warmup_dir.mkdir(exist_ok=True)
     for spec in inputs:
-        if _is_mask(spec):
-            ones = np.ones([WARMUP_LENGTH if d == -1 else d for d in spec.dims], dtype=spec.dtype)
+        if is_mask(spec):
+            shape = [WARMUP_LENGTH if d == -1 else d for d in spec.dims]
+            ones = np.ones(shape, dtype=spec.np_dtype)
             (warmup_dir / f"{spec.name}_ones").write_bytes(ones.tobytes())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +12,11 @@ import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
+
+OPTIMIZER = "AdamW"
+SCHEDULE = "OneCycleLR"
+# Fraction of the one-cycle schedule spent warming the learning rate up.
+WARMUP_FRACTION = 0.2
 
 
 @dataclass(frozen=True)
@@ -52,8 +57,13 @@ def fit(
     labels: np.ndarray,
     config: TrainConfig,
     name: str,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Train in place; returns the mean loss of each epoch."""
+    """Train in place; returns the mean loss of each epoch.
+
+    `on_epoch(epoch, loss)` runs after each epoch (counted from 1), for example to
+    evaluate and log; the model is put back in training mode afterwards.
+    """
     seed_everything(config.seed)
     tensors = [torch.from_numpy(x) for x in inputs]
     targets = torch.from_numpy(labels)
@@ -66,7 +76,7 @@ def fit(
         max_lr=config.learning_rate,
         epochs=config.epochs,
         steps_per_epoch=steps_per_epoch,
-        pct_start=0.2,
+        pct_start=WARMUP_FRACTION,
     )
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(config.seed)
@@ -95,6 +105,9 @@ def fit(
             schedule.get_last_lr()[0],
             time.monotonic() - started,
         )
+        if on_epoch is not None:
+            on_epoch(epoch + 1, history[-1])
+            model.train()
     model.eval()
     return history
 

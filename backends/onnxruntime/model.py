@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,25 +42,15 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-DEFAULT_MODEL_FILENAME = "model.onnx"
+# The stub runs the gateway's Python environment (service/local_triton.py puts it first
+# on PATH), so the repository's contract is imported, not copied.
+from service.model_contract import MODEL_FILE, TensorSpec, datatype_name
+
 DEFAULT_INTRA_OP_THREADS = 2
 DEFAULT_INTER_OP_THREADS = 1
 ENV_INTRA_OP = "MODELGATE_ORT_INTRA_OP_THREADS"
 ENV_INTER_OP = "MODELGATE_ORT_INTER_OP_THREADS"
 ENV_ALLOW_SPINNING = "MODELGATE_ORT_ALLOW_SPINNING"
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One input or output as the model config declares it (dims exclude the batch dim)."""
-
-    name: str
-    dtype: np.dtype[Any]
-    dims: tuple[int, ...]
-
-    @property
-    def variable(self) -> bool:
-        return any(d < 0 for d in self.dims)
 
 
 def _specs(entries: list[dict[str, Any]]) -> list[TensorSpec]:
@@ -73,8 +62,7 @@ def _specs(entries: list[dict[str, Any]]) -> list[TensorSpec]:
             # A config reshape is applied by Triton only for native backends; refuse
             # rather than silently feed ONNX Runtime the wrong shape.
             raise ValueError(f"tensor {entry['name']}: 'reshape' is not supported by this backend")
-        dtype = np.dtype(pb_utils.triton_string_to_numpy(entry["data_type"]))
-        specs.append(TensorSpec(entry["name"], dtype, dims))
+        specs.append(TensorSpec(entry["name"], datatype_name(entry["data_type"]), dims))
     return specs
 
 
@@ -131,10 +119,10 @@ class TritonPythonModel:
             raise ValueError(f"{self.model_name}: config.pbtxt must declare its inputs and outputs")
         # Padding is exact only when no output has a variable dim (it would carry the pad).
         self.pad_variable_inputs = not any(o.variable for o in self.outputs) and all(
-            i.dtype.kind in "biuf" for i in self.inputs
+            i.np_dtype.kind in "biuf" for i in self.inputs
         )
 
-        filename = config.get("default_model_filename") or DEFAULT_MODEL_FILENAME
+        filename = config.get("default_model_filename") or MODEL_FILE
         model_path = Path(args["model_repository"]) / args["model_version"] / filename
         if not model_path.is_file():
             raise ValueError(f"{self.model_name}: {model_path} not found")
@@ -199,9 +187,9 @@ class TritonPythonModel:
             if tensor is None:
                 raise ValueError(f"missing input {spec.name}")
             array = tensor.as_numpy()
-            if array.dtype != spec.dtype:
+            if array.dtype != spec.np_dtype:
                 raise ValueError(
-                    f"input {spec.name} has dtype {array.dtype}, expected {spec.dtype}"
+                    f"input {spec.name} has dtype {array.dtype}, expected {spec.np_dtype}"
                 )
             arrays[spec.name] = array
         return arrays
@@ -248,7 +236,7 @@ class TritonPythonModel:
 
     def _cast_outputs(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {
-            spec.name: np.ascontiguousarray(outputs[spec.name], dtype=spec.dtype)
+            spec.name: np.ascontiguousarray(outputs[spec.name], dtype=spec.np_dtype)
             for spec in self.outputs
         }
 

@@ -15,11 +15,20 @@ from types import ModuleType
 import numpy as np
 import onnxruntime as ort
 import pytest
-from google.protobuf import text_format
+from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2
-from tritonclient.utils import triton_to_np_dtype
 
 from service.local_triton import PROJECT_ROOT, _pytriton_dist
+from service.model_contract import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    TensorSpec,
+    example_inputs,
+    is_model_dir,
+    parse_config,
+    version_dirs,
+)
+from tests.conftest import served_repository
 
 
 @pytest.fixture(scope="module")
@@ -71,43 +80,50 @@ def test_thread_counts_config_then_env_then_default(
         backend._thread_count({"parameters": {key: {"string_value": "x"}}}, key, env, 2)
 
 
-def _variable_models(repository: Path) -> list[tuple[str, model_config_pb2.ModelConfig, Path]]:
-    found = []
-    for config_path in sorted(repository.glob("*/config.pbtxt")):
-        config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+def _variable_models(repository: Path) -> dict[str, tuple[model_config_pb2.ModelConfig, Path]]:
+    """Models with a variable-length input: their config and served ONNX file."""
+    found = {}
+    for model_dir in sorted(p for p in repository.iterdir() if is_model_dir(p)):
+        config = parse_config(model_dir / CONFIG_FILE)
         if any(d < 0 for spec in config.input for d in spec.dims):
-            version = max(int(p.name) for p in config_path.parent.iterdir() if p.name.isdigit())
-            onnx_path = (
-                config_path.parent / str(version) / (config.default_model_filename or "model.onnx")
+            version = str(version_dirs(model_dir)[-1])
+            found[model_dir.name] = (
+                config,
+                model_dir / version / (config.default_model_filename or MODEL_FILE),
             )
-            found.append((config_path.parent.name, config, onnx_path))
     return found
 
 
-def test_zero_padding_does_not_change_answers(model_repository: Path) -> None:
+VARIABLE_MODELS = sorted(_variable_models(served_repository()))
+MODEL_NAMES = sorted(p.name for p in served_repository().iterdir() if is_model_dir(p))
+
+
+@pytest.mark.parametrize("name", VARIABLE_MODELS)
+def test_zero_padding_does_not_change_answers(model_repository: Path, name: str) -> None:
     """The repository's padding convention: padding at the end with zeros (mask 0) is exact."""
-    models = _variable_models(model_repository)
-    if not models:
-        pytest.skip("no model with variable-length inputs")
-    rng = np.random.default_rng(0)
-    for name, config, onnx_path in models:
-        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        length, padded_length = 5, 13
-        inputs, padded = {}, {}
-        for spec in config.input:
-            dtype = triton_to_np_dtype(model_config_pb2.DataType.Name(spec.data_type)[5:])
-            shape = [1, *(length if d < 0 else d for d in spec.dims)]
-            if "MASK" in spec.name.upper():
-                array = np.ones(shape, dtype)
-            elif np.issubdtype(dtype, np.integer):
-                array = rng.integers(1, 10, size=shape).astype(dtype)
-            else:
-                array = rng.standard_normal(shape).astype(dtype)
-            inputs[spec.name] = array
-            pad = [(0, 0)] + [(0, padded_length - length if d < 0 else 0) for d in spec.dims]
-            padded[spec.name] = np.pad(array, pad)
-        outputs = [o.name for o in config.output]
-        plain = session.run(outputs, inputs)
-        with_padding = session.run(outputs, padded)
-        for out, a, b in zip(outputs, plain, with_padding, strict=True):
-            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4, err_msg=f"{name}.{out}")
+    config, onnx_path = _variable_models(model_repository)[name]
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    length, padded_length = 5, 13
+    inputs = example_inputs([TensorSpec.from_config(t) for t in config.input], 1, length, seed=0)
+    padded = {}
+    for spec in config.input:
+        pad = [(0, 0)] + [(0, padded_length - length if d < 0 else 0) for d in spec.dims]
+        padded[spec.name] = np.pad(inputs[spec.name], pad)
+    outputs = [o.name for o in config.output]
+    plain = session.run(outputs, inputs)
+    with_padding = session.run(outputs, padded)
+    for out, a, b in zip(outputs, plain, with_padding, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4, err_msg=out)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_backend_reads_the_tensors_the_gateway_reads(
+    backend: ModuleType, model_repository: Path, name: str
+) -> None:
+    """Triton hands the backend its config as JSON; it must name the same tensors."""
+    config = parse_config(model_repository / name / CONFIG_FILE)
+    as_json = json_format.MessageToDict(config, preserving_proto_field_name=True)
+    for direction in ("input", "output"):
+        read = backend._specs(as_json[direction])
+        assert all(isinstance(spec, TensorSpec) for spec in read)
+        assert read == [TensorSpec.from_config(t) for t in getattr(config, direction)]

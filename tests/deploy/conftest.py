@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from service.local_triton import LocalTriton, LocalTritonError
+from service.local_triton import LocalTriton
+from tests.conftest import running_triton
 from tests.deploy.deploy_support import (
     REPO_ROOT,
     Dockerfile,
@@ -48,15 +49,8 @@ def dockerfile() -> Dockerfile:
 @pytest.fixture(scope="package")
 def second_triton(triton_server: LocalTriton, model_repository: Path) -> Iterator[LocalTriton]:
     """Another real Triton on the same repository: two replicas for client-side spreading."""
-    server = LocalTriton(model_repository)
-    try:
-        server.start()
-    except LocalTritonError as exc:
-        pytest.fail(f"cannot start a second local Triton server: {exc}", pytrace=False)
-    try:
+    with running_triton(model_repository, "a second local Triton server") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="package")

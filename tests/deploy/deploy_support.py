@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 
 from service.cli import stop_process as cli_stop_process
@@ -29,6 +30,17 @@ def tool(name: str) -> str | None:
     if candidate.exists():
         return str(candidate)
     return shutil.which(name)
+
+
+def require_tool(name: str, hint: str) -> str:
+    """The tool's path; outside CI a missing tool skips, in CI it fails (it must be installed)."""
+    path = tool(name)
+    if path is None:
+        message = f"{name} not found: {hint}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 @dataclass

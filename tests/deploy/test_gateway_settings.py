@@ -9,17 +9,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pytest
 import yaml
 
+from service.settings import Settings
 from tests.deploy.deploy_support import REPO_ROOT, Dockerfile
 
 PREFIX = "MODELGATE_"
 
 
 def settings_fields() -> set[str]:
-    settings = pytest.importorskip("service.settings", reason="the gateway settings module")
-    return {PREFIX + name.upper() for name in settings.Settings.model_fields}
+    return {PREFIX + name.upper() for name in Settings.model_fields}
 
 
 def deployment_settings(compose: dict[str, Any], dockerfile: Dockerfile) -> dict[str, set[str]]:

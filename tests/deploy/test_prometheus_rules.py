@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.deploy.deploy_support import REPO_ROOT
+from tests.deploy.deploy_support import REPO_ROOT, require_tool
 
 pytestmark = pytest.mark.prometheus
 
@@ -19,12 +17,7 @@ PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    binary = shutil.which("promtool")
-    if binary is None:
-        message = "promtool not found: run scripts/ensure-prometheus.sh"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    binary = require_tool("promtool", "run scripts/ensure-prometheus.sh")
     return subprocess.run(
         [binary, *args], capture_output=True, text=True, timeout=120, check=False, cwd=REPO_ROOT
     )

@@ -9,9 +9,7 @@ and return data.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -23,7 +21,14 @@ import pytest
 import yaml
 
 from service.local_triton import LocalTriton
-from tests.deploy.deploy_support import REPO_ROOT, Gateway, free_port, stop_process, wait_until
+from tests.deploy.deploy_support import (
+    REPO_ROOT,
+    Gateway,
+    free_port,
+    require_tool,
+    stop_process,
+    wait_until,
+)
 from tests.deploy.deploy_traffic import bad_requests, send, valid_requests
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.triton, pytest.mark.gateway, pytest.mark.slow]
@@ -37,13 +42,7 @@ DATA_TIMEOUT_S = 60.0
 
 
 def prometheus_binary() -> str:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        message = "prometheus not found: run scripts/ensure-prometheus.sh"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return binary
+    return require_tool("prometheus", "run scripts/ensure-prometheus.sh")
 
 
 def local_config(targets: dict[str, list[str]], rule_file: Path) -> dict[str, Any]:
@@ -234,9 +233,7 @@ def test_bool_rewrite_leaves_matchers_alone() -> None:
 
 
 def test_promtool_accepts_the_local_config(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.skip("promtool not found: run scripts/ensure-prometheus.sh")
+    promtool = require_tool("promtool", "run scripts/ensure-prometheus.sh")
     config = local_config({"modelgate": ["127.0.0.1:1"], "triton": ["127.0.0.1:2"]}, RULES)
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))

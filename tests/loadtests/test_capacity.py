@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.loadtest.capacity import Capacity, StepRecord, read_steps
+from loadtests.capacity import Capacity, StepRecord, read_steps
 
 
 def step(users: int, ok_rps: float, breached: list[str] | None = None) -> StepRecord:

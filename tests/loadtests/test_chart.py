@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.loadtest.capacity import Capacity, StepRecord
-from service.loadtest.chart import capacity_chart, loadtest_chart, read_history
-from service.loadtest.promdiff import StageFigure
-from service.loadtest.sla import parse_sla
+from loadtests.capacity import Capacity, StepRecord
+from loadtests.chart import capacity_chart, loadtest_chart, read_history
+from loadtests.promdiff import StageFigure
+from loadtests.sla import parse_sla
 
 HEADER = (
     "Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,"

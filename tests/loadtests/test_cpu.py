@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.loadtest.cpu import CpuSample, assess
+from loadtests.cpu import CpuSample, assess
 
 
 def samples(busiest: list[float], start: float = 100.0) -> list[CpuSample]:

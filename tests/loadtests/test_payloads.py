@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.loadtest import payloads
-from service.loadtest.sla import parse_sla
+from loadtests import payloads
+from loadtests.sla import parse_sla
 from training.data import load_digits_split, load_langid_split, load_vowels_split
 
 SLA = parse_sla(

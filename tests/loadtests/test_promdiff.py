@@ -5,11 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from service.loadtest import promdiff
-
-# docs/architecture.md: the gateway's latency buckets.
-BUCKETS = (0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03,
-           0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5)  # fmt: skip
+from loadtests import promdiff
+from service.metrics import LATENCY_BUCKETS
 
 
 def gateway_registry() -> tuple[CollectorRegistry, Histogram, Histogram]:
@@ -18,14 +15,14 @@ def gateway_registry() -> tuple[CollectorRegistry, Histogram, Histogram]:
         "modelgate_stage_duration_seconds",
         "stage",
         ["model", "stage"],
-        buckets=BUCKETS,
+        buckets=LATENCY_BUCKETS,
         registry=registry,
     )
     request = Histogram(
         "modelgate_request_duration_seconds",
         "request",
         ["model", "endpoint", "protocol", "status_class"],
-        buckets=BUCKETS,
+        buckets=LATENCY_BUCKETS,
         registry=registry,
     )
     return registry, stage, request

@@ -18,7 +18,7 @@ GENEROUS = "{p50_ms: 2000, p95_ms: 5000, p99_ms: 10000, max_error_ratio: 0, min_
 
 def modelgate(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service.cli", *args],
+        [sys.executable, "-m", "modelgate", *args],
         capture_output=True,
         text=True,
         timeout=300,

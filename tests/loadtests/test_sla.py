@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from service.cli import app
-from service.loadtest.sla import SlaError, load_sla, parse_sla
+from loadtests.sla import SlaError, load_sla, parse_sla
+from modelgate.cli import app
 
 SHIPPED = Path(__file__).resolve().parents[2] / "loadtests" / "sla.yaml"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.loadtest.sla import parse_sla
-from service.loadtest.verdict import Measurement, breaches, evaluate, read_locust_stats
+from loadtests.sla import parse_sla
+from loadtests.verdict import Measurement, breaches, evaluate, read_locust_stats
 
 # The header and row layout of Locust 2.x's `<prefix>_stats.csv`.
 STATS_CSV = """\
@@ -78,7 +78,7 @@ def test_throughput_counts_successes_only_and_can_be_left_out() -> None:
 def test_verdict_command_judges_a_csv_from_elsewhere(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from service.cli import app
+    from modelgate.cli import app
 
     stats = tmp_path / "master_stats.csv"
     stats.write_text(STATS_CSV)

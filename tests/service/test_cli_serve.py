@@ -1,15 +1,19 @@
-"""`modelgate serve`: fails fast on bad settings; several workers share one /metrics."""
+"""`modelgate serve`: fails fast on bad settings; several workers serve and share one /metrics."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from service.cli import wait_for_gateway
 from service.local_triton import LocalTriton, free_port
@@ -45,9 +49,38 @@ def test_invalid_settings_stop_startup_with_the_reason(
     assert "Traceback" not in output
 
 
+REST_PREDICTIONS = (
+    "modelgate_requests_total",
+    {
+        "endpoint": "predict",
+        "model": "langid_transformer",
+        "protocol": "rest",
+        "status_class": "2xx",
+    },
+)
+MAX_REQUESTS = 200  # the kernel hands new connections to either worker; both soon get some
+
+
+def predictions_served_by(worker: psutil.Process, scratch: Path) -> float:
+    """The REST predictions one worker counted, read from its own multiprocess metrics file."""
+    metrics_dir = Path(worker.environ()["PROMETHEUS_MULTIPROC_DIR"])
+    own = scratch / str(worker.pid)
+    own.mkdir(exist_ok=True)
+    counter = metrics_dir / f"counter_{worker.pid}.db"
+    if not counter.is_file():
+        return 0.0
+    shutil.copy(counter, own / counter.name)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(own))
+    name, labels = REST_PREDICTIONS
+    return registry.get_sample_value(name, labels) or 0.0
+
+
 @pytest.mark.triton
 @pytest.mark.gateway
-def test_two_workers_share_metrics(triton_server: LocalTriton, model_repository: Path) -> None:
+def test_two_workers_serve_and_share_metrics(
+    triton_server: LocalTriton, model_repository: Path, tmp_path: Path
+) -> None:
     port = free_port()
     process = serve(
         {
@@ -65,21 +98,33 @@ def test_two_workers_share_metrics(triton_server: LocalTriton, model_repository:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_gateway(url, process, timeout_s=90)  # type: ignore[arg-type]
-        sent = 12
+        # uvicorn's workers are spawned children (multiprocessing's resource tracker is another).
+        workers = [
+            child
+            for child in psutil.Process(process.pid).children()
+            if "spawn_main" in " ".join(child.cmdline())
+        ]
+        assert len(workers) == 2, workers
+        assert len({w.environ()["PROMETHEUS_MULTIPROC_DIR"] for w in workers}) == 1
+        sent = 0
+        served: dict[int, float] = {}
         with httpx.Client(base_url=url, timeout=30) as client:
-            for _ in range(sent):  # new connections, so both workers take some
+            while sent < MAX_REQUESTS and not (len(served) == 2 and all(served.values())):
                 response = client.post(
                     "/v1/models/langid_transformer/predict",
                     json={"inputs": "hej hur mår du"},
-                    headers={"Connection": "close"},
+                    headers={"Connection": "close"},  # a new connection: either worker may take it
                 )
                 assert response.status_code == 200
+                sent += 1
+                served = {w.pid: predictions_served_by(w, tmp_path) for w in workers}
             metrics = client.get("/metrics").text
-        line = (
-            'modelgate_requests_total{endpoint="predict",model="langid_transformer",'
-            'protocol="rest",status_class="2xx"}'
-        )
-        assert f"{line} {float(sent)}" in metrics
+        assert all(served.values()), f"one worker served all {sent} requests: {served}"
+        assert sum(served.values()) == sent
+        # /metrics, answered by one worker, sums both workers' files.
+        name, labels = REST_PREDICTIONS
+        label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        assert f"{name}{{{label_text}}} {float(sent)}" in metrics
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=60)

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from service.local_triton import free_port, port_in_use
@@ -74,6 +75,16 @@ def test_up_prints_working_examples_and_stops_cleanly(model_repository: Path) ->
             assert len(body["predictions"][0]["top_k"]) == 3
     finally:
         process.send_signal(signal.SIGINT)
-        code = process.wait(timeout=60)
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            for child in psutil.Process(process.pid).children(recursive=True):
+                child.kill()  # the gateway and Triton it started
+            process.kill()
+            process.wait()
+            time.sleep(1)  # let the reader thread drain what was printed
+            while not lines.empty():
+                output.append(lines.get())
+            pytest.fail("`up` did not stop within 60 s of Ctrl-C:\n" + "".join(output))
     assert code == 0, "".join(output)
     assert not port_in_use(port)

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from service.model_contract import TensorSpec
 from training.export import ParityError, check_parity, export_onnx
 from training.models import LangIdTransformer
-from training.recipes import TensorSpec
 
-INPUTS = [TensorSpec("INPUT_IDS", "int64", (-1,)), TensorSpec("ATTENTION_MASK", "int64", (-1,))]
-OUTPUTS = [TensorSpec("LOGITS", "float32", (3,))]
+INPUTS = [TensorSpec("INPUT_IDS", "INT64", (-1,)), TensorSpec("ATTENTION_MASK", "INT64", (-1,))]
+OUTPUTS = [TensorSpec("LOGITS", "FP32", (3,))]
 
 
 def _inputs(batch: int, length: int) -> list[np.ndarray]:

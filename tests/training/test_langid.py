@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from tokenizers import Tokenizer
 
-from training import langid_corpus, langid_eval, repository
+from service import model_contract as contract
+from training import langid_corpus, langid_eval
 from training.langid_tokenizer import EOS, PAD
 
 MODEL_DIR = Path(__file__).resolve().parents[2] / "model_repository" / "langid_transformer"
-RECORD: dict[str, Any] = json.loads((MODEL_DIR / repository.EVALUATION_FILE).read_text())
+RECORD: dict[str, Any] = json.loads((MODEL_DIR / contract.EVALUATION_FILE).read_text())
 SETS = RECORD["evaluation_sets"]
 
 # The bar on Home Assistant commands, and the reference detectors it must beat.
@@ -123,7 +124,7 @@ def test_model_figures_are_reproduced_from_the_committed_onnx(
     detector = langid_eval.onnx_detector(MODEL_DIR, RECORD["version"])
     result = langid_eval.evaluate(eval_sets[set_name], detector, "model")
     assert result.to_json() == SETS[set_name]["detectors"]["model"]
-    card = (MODEL_DIR / repository.CARD_FILE).read_text()
+    card = (MODEL_DIR / contract.CARD_FILE).read_text()
     assert f"| model | {result.accuracy():.4f} |" in card
 
 

@@ -1,14 +1,22 @@
-"""Real payloads for end-to-end tests: digits rendered to PNG, sample JPEGs, phrases, vowels."""
+"""Real payloads for end-to-end tests: held-out digits as PNG, sample JPEGs, phrases, vowels.
+
+Digits and vowels come from the held-out splits the models were evaluated on
+(`training.data`, encoded as the load tests send them), so an accuracy floor here
+measures the model on data it never trained on.
+"""
 
 from __future__ import annotations
 
-import io
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import sklearn.datasets
-from PIL import Image
+
+from loadtests.payloads import held_out_images, held_out_sequences
+from service.model_contract import LABELS_FILE
+from tests.conftest import served_repository
+from training.data import load_digits_split, load_vowels_split
 
 SAMPLE_JPEGS = Path(sklearn.datasets.__file__).parent / "images"
 
@@ -24,32 +32,30 @@ PHRASES = {
 }
 
 
-def png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")
-    return buffer.getvalue()
+def _labels(model: str) -> list[str]:
+    return (served_repository() / model / LABELS_FILE).read_text(encoding="utf-8").split()
+
+
+def _spread(total: int, count: int) -> list[int]:
+    """`count` indices spread evenly over `total` items (every class shows up)."""
+    return [int(i) for i in np.linspace(0, total - 1, count).round()]
 
 
 @cache
 def digit_pngs(count: int = 24) -> tuple[list[bytes], list[str]]:
-    """Held-out-ish handwritten digits (the end of scikit-learn's set) as 8-bit PNG files."""
-    digits = sklearn.datasets.load_digits()
-    images = digits.images[-count:]
-    targets = digits.target[-count:]
-    files = [png((img * 255.0 / 16.0).round().astype(np.uint8)) for img in images]
-    return files, [str(t) for t in targets]
+    """Held-out handwritten digits (8-bit grayscale PNG files) and their true labels."""
+    _train, test = load_digits_split()
+    labels = _labels("digits_cnn")
+    picks = _spread(len(test.labels), count)
+    images = held_out_images("png")
+    return [images[i] for i in picks], [labels[test.labels[i]] for i in picks]
 
 
 @cache
 def vowel_sequences(count: int = 16) -> tuple[list[list[list[float]]], list[str]]:
-    """JapaneseVowels test utterances (shipped in the aeon wheel) as lists of 12-float frames."""
-    from aeon.datasets import load_classification
-
-    x, y = load_classification("JapaneseVowels", split="test")
-    picks = np.linspace(0, len(x) - 1, count).astype(int)
-    sequences = []
-    for i in picks:
-        frames = np.asarray(x[i], dtype=np.float64).T  # [channels, T] -> [T, channels]
-        frames = frames[~np.isnan(frames).any(axis=1)]
-        sequences.append(frames.tolist())
-    return sequences, [f"speaker_{y[i]}" for i in picks]
+    """Held-out JapaneseVowels utterances (lists of 12-float frames) and their speakers."""
+    _train, test = load_vowels_split()
+    labels = _labels("vowels_gru")
+    picks = _spread(len(test.labels), count)
+    sequences = held_out_sequences()
+    return [sequences[i].tolist() for i in picks], [labels[test.labels[i]] for i in picks]

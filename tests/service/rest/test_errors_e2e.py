@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -37,35 +38,52 @@ def assert_still_serving(gateway: RunningGateway) -> None:
     assert response.status_code == 200, response.text
 
 
-def test_client_errors(gateway: RunningGateway) -> None:
-    truncated = base64.b64encode((SAMPLE_JPEGS / "china.jpg").read_bytes()[:5000]).decode()
-    cases: list[tuple[str, dict[str, Any], int, str]] = [
-        ("nope", {"json": {"inputs": "x"}}, 404, "not_found"),
-        ("digits_cnn", {"json": {"inputs": "%%% not base64"}}, 400, "bad_input"),
-        ("digits_cnn", {"json": {"inputs": truncated}}, 400, "bad_input"),
-        ("digits_cnn", {"files": [("files", ("a.txt", b"hello there", "text/plain"))]}, 415,
-         "unsupported_media"),
-        ("digits_cnn", {"files": [("other", ("a.png", digit_pngs()[0][0], "image/png"))]}, 400,
-         "bad_input"),
-        ("langid_transformer", {"content": b"hello", "headers": {"content-type": "text/plain"}},
-         415, "unsupported_media"),
-        ("langid_transformer", {"files": [("files", ("a.png", b"x", "image/png"))]}, 415,
-         "unsupported_media"),
-        ("langid_transformer", {"json": {"text": "missing inputs"}}, 422, "bad_input"),
-        ("langid_transformer", {"content": b"{not json", "headers": {"content-type":
-         "application/json"}}, 422, "bad_input"),
-        ("langid_transformer", {"json": {"inputs": ""}}, 400, "bad_input"),
-        ("langid_transformer", {"json": {"inputs": [1, 2]}}, 400, "bad_input"),
-        ("langid_transformer", {"json": {"inputs": ["a"] * 65}}, 400, "bad_input"),
-        ("langid_transformer", {"json": {"inputs": "x"}, "params": {"top_k": 0}}, 422, "bad_input"),
-        ("vowels_gru", {"json": {"inputs": [[0.1] * 11] * 5}}, 400, "bad_input"),
-        ("vowels_gru", {"json": {"inputs": [[0.1] * 12] * 65}}, 400, "bad_input"),
-        ("vowels_gru", {"json": {"inputs": [[0.1] * 12, [0.2] * 11]}}, 400, "bad_input"),
-    ]  # fmt: skip
-    for model, kwargs, status, code in cases:
-        assert_error(post(gateway, model, **kwargs), status, code)
-    assert_error(httpx.get(f"{gateway.url}/no/such/route"), 404, "not_found")
+def _truncated_jpeg() -> str:
+    return base64.b64encode((SAMPLE_JPEGS / "china.jpg").read_bytes()[:5000]).decode()
+
+
+# (model, request keyword arguments (built when the case runs), status, error code)
+CLIENT_ERRORS: list[tuple[str, Callable[[], dict[str, Any]], int, str]] = [
+    ("nope", lambda: {"json": {"inputs": "x"}}, 404, "not_found"),
+    ("digits_cnn", lambda: {"json": {"inputs": "%%% not base64"}}, 400, "bad_input"),
+    ("digits_cnn", lambda: {"json": {"inputs": _truncated_jpeg()}}, 400, "bad_input"),
+    ("digits_cnn", lambda: {"files": [("files", ("a.txt", b"hello there", "text/plain"))]}, 415,
+     "unsupported_media"),
+    ("digits_cnn", lambda: {"files": [("other", ("a.png", digit_pngs()[0][0], "image/png"))]},
+     400, "bad_input"),
+    ("langid_transformer",
+     lambda: {"content": b"hello", "headers": {"content-type": "text/plain"}}, 415,
+     "unsupported_media"),
+    ("langid_transformer", lambda: {"files": [("files", ("a.png", b"x", "image/png"))]}, 415,
+     "unsupported_media"),
+    ("langid_transformer", lambda: {"json": {"text": "missing inputs"}}, 422, "bad_input"),
+    ("langid_transformer", lambda: {"content": b"{not json", "headers": {"content-type":
+     "application/json"}}, 422, "bad_input"),
+    ("langid_transformer", lambda: {"json": {"inputs": ""}}, 400, "bad_input"),
+    ("langid_transformer", lambda: {"json": {"inputs": [1, 2]}}, 400, "bad_input"),
+    ("langid_transformer", lambda: {"json": {"inputs": ["a"] * 65}}, 400, "bad_input"),
+    ("langid_transformer", lambda: {"json": {"inputs": "x"}, "params": {"top_k": 0}}, 422,
+     "bad_input"),
+    ("vowels_gru", lambda: {"json": {"inputs": [[0.1] * 11] * 5}}, 400, "bad_input"),
+    ("vowels_gru", lambda: {"json": {"inputs": [[0.1] * 12] * 65}}, 400, "bad_input"),
+    ("vowels_gru", lambda: {"json": {"inputs": [[0.1] * 12, [0.2] * 11]}}, 400, "bad_input"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("model", "request_kwargs", "status", "code"), CLIENT_ERRORS)
+def test_client_error(
+    gateway: RunningGateway,
+    model: str,
+    request_kwargs: Callable[[], dict[str, Any]],
+    status: int,
+    code: str,
+) -> None:
+    assert_error(post(gateway, model, **request_kwargs()), status, code)
     assert_still_serving(gateway)
+
+
+def test_unknown_route_is_a_json_not_found(gateway: RunningGateway) -> None:
+    assert_error(httpx.get(f"{gateway.url}/no/such/route"), 404, "not_found")
 
 
 def test_decompression_bomb_is_refused(gateway: RunningGateway) -> None:

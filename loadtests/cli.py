@@ -1,4 +1,4 @@
-"""The `modelgate loadtest` and `modelgate capacity` commands (registered in service/cli.py).
+"""The `modelgate loadtest`, `capacity` and `verdict` commands (merged in by modelgate/cli.py).
 
 Exit codes: 0 every budget met, 1 a budget breached, 2 the run could not be
 judged (bad SLA file, unreachable gateway, Locust failed).
@@ -13,7 +13,11 @@ import typer
 EXIT_BREACH = 1
 EXIT_UNUSABLE = 2
 
+# Heavy imports (Locust, matplotlib) stay inside the commands.
+app = typer.Typer()
 
+
+@app.command()
 def loadtest(
     sla: Path = typer.Option(..., "--sla", help="SLA file (YAML), e.g. loadtests/sla.yaml"),
     host: str | None = typer.Option(None, "--host", help="gateway URL; default: the SLA's host"),
@@ -22,8 +26,8 @@ def loadtest(
     ),
 ) -> None:
     """Run the SLA's load with Locust, judge every budget, exit non-zero on a breach."""
-    from service.loadtest.runner import LoadtestError, run_loadtest
-    from service.loadtest.sla import SlaError
+    from loadtests.runner import LoadtestError, run_loadtest
+    from loadtests.sla import SlaError
 
     try:
         outcome = run_loadtest(sla, host, out)
@@ -35,6 +39,7 @@ def loadtest(
         raise typer.Exit(EXIT_BREACH)
 
 
+@app.command()
 def capacity(
     sla: Path = typer.Option(..., "--sla", help="SLA file (YAML) with budgets and `capacity`"),
     host: str | None = typer.Option(None, "--host", help="gateway URL; default: the SLA's host"),
@@ -46,8 +51,8 @@ def capacity(
     ),
 ) -> None:
     """Step the users up per target until a budget breaks; report the capacity under SLA."""
-    from service.loadtest.runner import LoadtestError, run_capacity
-    from service.loadtest.sla import SlaError
+    from loadtests.runner import LoadtestError, run_capacity
+    from loadtests.sla import SlaError
 
     try:
         outcome = run_capacity(sla, host, out, target or None)
@@ -58,6 +63,7 @@ def capacity(
     typer.echo(f"\nReports in {outcome.out_dir}")
 
 
+@app.command()
 def verdict(
     sla: Path = typer.Option(..., "--sla", help="SLA file (YAML) with the budgets"),
     stats: Path = typer.Option(
@@ -65,9 +71,9 @@ def verdict(
     ),
 ) -> None:
     """Judge a Locust run made elsewhere (docker-compose master, CI) against the SLA's budgets."""
-    from service.loadtest import report
-    from service.loadtest.sla import SlaError, load_sla
-    from service.loadtest.verdict import breaches, evaluate_all, read_locust_stats
+    from loadtests import report
+    from loadtests.sla import SlaError, load_sla
+    from loadtests.verdict import breaches, evaluate_all, read_locust_stats
 
     try:
         parsed = load_sla(sla)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from service.loadtest.capacity import Capacity
-from service.loadtest.promdiff import StageFigure
-from service.loadtest.verdict import VerdictLine
+from loadtests.capacity import Capacity
+from loadtests.promdiff import StageFigure
+from loadtests.verdict import VerdictLine
 
 
 def _ms(value: float | None) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from service.loadtest.sla import PayloadKind, Target
+from loadtests.sla import PayloadKind, Target
 
 POOL_REQUESTS = 256  # distinct request bodies per target; users cycle through them
 POOL_SEED = 7

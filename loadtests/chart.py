@@ -18,10 +18,10 @@ matplotlib.use("Agg")  # files only; never needs a display
 
 import matplotlib.pyplot as plt
 
-from service.loadtest.capacity import Capacity
-from service.loadtest.promdiff import StageFigure
-from service.loadtest.sla import Target
-from service.loadtest.verdict import AGGREGATED
+from loadtests.capacity import Capacity
+from loadtests.promdiff import StageFigure
+from loadtests.sla import Target
+from loadtests.verdict import AGGREGATED
 
 Series = dict[str, list[tuple[float, float]]]
 

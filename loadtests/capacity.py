@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.loadtest.verdict import Measurement
+from loadtests.verdict import Measurement
 
 
 @dataclass(frozen=True)

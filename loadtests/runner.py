@@ -22,19 +22,19 @@ from pathlib import Path
 
 import httpx
 
-from service.loadtest import chart, promdiff, report
-from service.loadtest.capacity import Capacity, read_steps
-from service.loadtest.contract import (
+from loadtests import chart, promdiff, report
+from loadtests.capacity import Capacity, read_steps
+from loadtests.contract import (
     API_KEY_ENV,
     CAPACITY_STEPS_ENV,
     SLA_ENV,
     TARGETS_ENV,
     WARMUP_OVER,
 )
-from service.loadtest.cpu import CpuAssessment, CpuMonitor, CpuSample, assess
-from service.loadtest.promdiff import StageFigure
-from service.loadtest.sla import Sla, load_sla
-from service.loadtest.verdict import VerdictLine, breaches, evaluate_all, read_locust_stats
+from loadtests.cpu import CpuAssessment, CpuMonitor, CpuSample, assess
+from loadtests.promdiff import StageFigure
+from loadtests.sla import Sla, load_sla
+from loadtests.verdict import VerdictLine, breaches, evaluate_all, read_locust_stats
 
 LOCUST_GRACE_S = 120.0  # pool building, spawning and shutdown on top of the planned run time
 LOG_TAIL_LINES = 30
@@ -46,8 +46,8 @@ class LoadtestError(RuntimeError):
 
 
 def locustfile_dir() -> Path:
-    """`loadtests/` of the working directory, else the one next to this package's source."""
-    for candidate in (Path.cwd() / "loadtests", Path(__file__).resolve().parents[2] / "loadtests"):
+    """`loadtests/` of the working directory, else this package's own directory."""
+    for candidate in (Path.cwd() / "loadtests", Path(__file__).resolve().parent):
         if (candidate / "locustfile.py").is_file():
             return candidate
     raise LoadtestError("cannot find loadtests/locustfile.py (run from the project root)")

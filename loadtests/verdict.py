@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from service.loadtest.sla import Target
+from loadtests.sla import Target
 
 AGGREGATED = "Aggregated"
 

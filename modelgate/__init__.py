@@ -1,0 +1,1 @@
+"""The `modelgate` command line, above the gateway, training and load-test packages."""

@@ -1,0 +1,60 @@
+"""The `modelgate build` command (merged into the command line by modelgate/cli.py)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from service.cli import RepositoryOption, show
+
+app = typer.Typer()
+
+
+@app.command()
+def build(
+    repository: RepositoryOption = Path("model_repository"),
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Only this model (repeatable).")
+    ] = None,
+    new_version: Annotated[
+        bool,
+        typer.Option(help="Add the export as the next version instead of replacing version 1."),
+    ] = False,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MLFLOW_TRACKING_URI",
+            help="MLflow tracking URI for the build runs "
+            "(default: sqlite store mlruns/mlflow.db beside the repository).",
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(min=1, help="Train this many epochs instead of the recipe's (experiments)."),
+    ] = None,
+) -> None:
+    """Train every model on its real data, export to ONNX, check parity and write the repository.
+
+    Each model's build is one MLflow run; the version directory records its id in run.json.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    # The ONNX exporter's optimiser logs every rewrite at INFO; keep the build's progress readable.
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Imported here: torch loads only when a build runs, not for every command.
+    from training.build import build as build_repository
+    from training.recipes import RECIPES
+    from training.slices import GroupFloorError
+
+    unknown = sorted(set(model or []) - set(RECIPES))
+    if unknown:
+        raise typer.BadParameter(f"unknown model(s) {unknown}; known: {sorted(RECIPES)}")
+    try:
+        build_repository(repository, model, new_version, tracking_uri, epochs)
+    except GroupFloorError as refused:
+        typer.echo(f"error: build refused: {refused}", err=True)
+        raise typer.Exit(1) from None
+    show(repository)
