@@ -209,11 +209,15 @@ def build_model(
         write(model_dir)
         version_dir = model_dir / str(version)
         tracking.write_run_file(version_dir, run.reference)
+        extra_card = ""
+        if prepared.extra_evaluation is not None:
+            record["evaluation_sets"], extra_card = prepared.extra_evaluation(model_dir, version)
         (model_dir / contract.EVALUATION_FILE).write_text(
             evaluation_items.dumps(record), encoding="utf-8"
         )
         (model_dir / contract.CARD_FILE).write_text(
-            model_card(name, recipe.kind, prepared, record, parity, groups), encoding="utf-8"
+            model_card(name, recipe.kind, prepared, record, parity, groups, extra_card),
+            encoding="utf-8",
         )
         for artifact in (
             version_dir / contract.MODEL_FILE,
@@ -294,6 +298,7 @@ def model_card(
     record: dict[str, Any],
     parity: list[ParityCase],
     groups: slices.GroupReport,
+    extra_evaluation: str = "",
 ) -> str:
     held_out = record["held_out"]
     per_class = "\n".join(
@@ -345,7 +350,7 @@ preprocessing (PyTorch before export: {record["torch_held_out_accuracy"]:.4f}).
 Held-out accuracy per group, computed with ONNX Runtime like the figures above.
 
 {slices.markdown_table(groups)}
-
+{extra_evaluation}
 ## Input contract
 {prepared.card["input"]}
 

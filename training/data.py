@@ -1,15 +1,16 @@
 """Real datasets shipped inside installed packages, with fixed held-out splits.
 
 Nothing here downloads anything: scikit-learn ships the digits, aeon ships the
-UCR/UEA JapaneseVowels files in its wheel, wordfreq ships its word lists.
+UCR/UEA JapaneseVowels files in its wheel; the language-id text comes from
+wordfreq's lists and other packages' catalogs (training.langid_corpus).
 This module needs numpy only (no torch), so the gateway's tests and the load
 tests can rebuild the very same held-out split the models were evaluated on.
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -95,11 +96,6 @@ def load_vowels_split() -> tuple[SequenceSplit, SequenceSplit]:
 # --- language identification (Transformer) ----------------------------------------
 
 LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "pt", "sv")
-LANGID_WORDS_PER_LANGUAGE = 8000
-LANGID_TEST_FRACTION = 0.2
-LANGID_TRAIN_PHRASES_PER_LANGUAGE = 3000
-LANGID_TEST_PHRASES_PER_LANGUAGE = 250
-LANGID_MAX_WORDS_PER_PHRASE = 4
 
 
 @dataclass(frozen=True)
@@ -110,63 +106,26 @@ class TextSplit:
     labels: np.ndarray
 
 
-def _is_held_out(word: str) -> bool:
-    # A stable hash (not Python's salted hash()) so the split is the same on every machine.
-    return (zlib.crc32(word.encode("utf-8")) % 1000) < LANGID_TEST_FRACTION * 1000
-
-
-def _langid_vocabularies() -> dict[str, list[str]]:
-    """Each language's most frequent alphabetic words, minus words shared between languages.
-
-    Words such as "a" or "de" belong to several languages; dropping them keeps
-    every label well defined.
-    """
-    import wordfreq
-
-    lists = {
-        lang: [w for w in wordfreq.top_n_list(lang, LANGID_WORDS_PER_LANGUAGE) if w.isalpha()]
-        for lang in LANGUAGES
-    }
-    seen: dict[str, int] = {}
-    for words in lists.values():
-        for w in set(words):
-            seen[w] = seen.get(w, 0) + 1
-    return {lang: [w for w in words if seen[w] == 1] for lang, words in lists.items()}
-
-
-def _phrases(words: list[str], count: int, rng: np.random.Generator) -> list[str]:
-    vocabulary = np.asarray(words)  # once: rng.choice on a list converts it on every call
-    lengths = rng.integers(1, LANGID_MAX_WORDS_PER_PHRASE + 1, size=count)
-    return [" ".join(rng.choice(vocabulary, size=n)) for n in lengths]
-
-
 @loads(
-    "langid phrases",
+    "langid texts",
     "wordfreq",
-    f"top {LANGID_WORDS_PER_LANGUAGE} alphabetic words of {len(LANGUAGES)} languages, shared "
-    f"words dropped, words split {1 - LANGID_TEST_FRACTION:.0%}/{LANGID_TEST_FRACTION:.0%} by "
-    f"CRC32, {LANGID_TRAIN_PHRASES_PER_LANGUAGE}/{LANGID_TEST_PHRASES_PER_LANGUAGE} phrases of "
-    f"1-{LANGID_MAX_WORDS_PER_PHRASE} words per language, seed {SEED}",
+    "training.langid_corpus: frequency-weighted wordfreq phrases plus cuts of Django/humanize "
+    "catalogs, CLDR (Babel, unicode-rbnf) and Faker texts, balanced per language, real-text "
+    f"items split 80/20 by CRC32, seed {SEED}",
 )
 def load_langid_split() -> tuple[TextSplit, TextSplit]:
-    """Language identification of short phrases (1-4 words) in 8 languages, from wordfreq lists.
+    """Short texts (mostly 1-4 words) in 8 languages from word-frequency lists and real text.
 
-    Words are split 80/20 by a stable hash, so held-out phrases consist only of
-    words the model never saw in training.
+    The sources, their balance and the split are in training.langid_corpus.
     """
-    rng = np.random.default_rng(SEED)
-    train_texts: list[str] = []
-    train_labels: list[int] = []
-    test_texts: list[str] = []
-    test_labels: list[int] = []
-    for index, (_lang, words) in enumerate(_langid_vocabularies().items()):
-        train_words = [w for w in words if not _is_held_out(w)]
-        test_words = [w for w in words if _is_held_out(w)]
-        train_texts += _phrases(train_words, LANGID_TRAIN_PHRASES_PER_LANGUAGE, rng)
-        train_labels += [index] * LANGID_TRAIN_PHRASES_PER_LANGUAGE
-        test_texts += _phrases(test_words, LANGID_TEST_PHRASES_PER_LANGUAGE, rng)
-        test_labels += [index] * LANGID_TEST_PHRASES_PER_LANGUAGE
-    return (
-        TextSplit(train_texts, np.asarray(train_labels, dtype=np.int64)),
-        TextSplit(test_texts, np.asarray(test_labels, dtype=np.int64)),
-    )
+    from training.langid_corpus import LANGUAGES as CORPUS_LANGUAGES
+    from training.langid_corpus import build_corpus
+
+    assert CORPUS_LANGUAGES == LANGUAGES
+    corpus = build_corpus()
+
+    def split(examples: list[Any]) -> TextSplit:
+        labels = [LANGUAGES.index(e.language) for e in examples]
+        return TextSplit([e.text for e in examples], np.asarray(labels, dtype=np.int64))
+
+    return split(corpus.train), split(corpus.test)

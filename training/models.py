@@ -102,6 +102,13 @@ class LangIdTransformer(nn.Module):
         self.head = nn.Linear(dim, num_classes)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            # Training batches come padded to the longest text of the whole set; cutting
+            # them to the batch's own longest changes no answer (padding is masked) and
+            # saves most of the compute. Export traces eval mode, so the graph keeps
+            # fully dynamic shapes.
+            longest = int(attention_mask.sum(dim=1).max())
+            input_ids, attention_mask = input_ids[:, :longest], attention_mask[:, :longest]
         x = self.position(self.embedding(input_ids) * math.sqrt(self.dim))
         x = self.encoder(x, src_key_padding_mask=attention_mask == 0)
         return self.head(self.norm(masked_mean(x, attention_mask)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,8 @@ class Prepared:
     parity_lengths: tuple[int, ...]
     extra_files: dict[str, bytes] = field(default_factory=dict)
     card: dict[str, str] = field(default_factory=dict)
+    # (model_dir, version) -> (evaluation.json entries, model card section) beyond held-out
+    extra_evaluation: Callable[[Path, int], tuple[dict[str, Any], str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -225,34 +228,39 @@ def prepare_vowels() -> Prepared:
 
 # --- langid_transformer ----------------------------------------------------------------
 
-TEXT_MAX_LENGTH = 32
-VOCAB_SIZE = 4000
+TEXT_MAX_LENGTH = 128  # tokens; a longer text is cut (its first ~100 characters decide)
+LANGID_VOCAB_SIZE = 1000  # 2 special tokens + 256 bytes + 742 merges
 
 
-def train_tokenizer(texts: list[str]) -> Any:
-    """A byte-pair-encoding tokenizer trained on the training phrases only."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+def langid_evaluation(model_dir: Path, version: int) -> tuple[dict[str, Any], str]:
+    """The named evaluation sets (held-out, Home Assistant), with the reference detectors."""
+    from training import langid_eval
 
-    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
-    # NFKC + lowercase, but no accent stripping: accents carry most of the language signal.
-    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE, special_tokens=["[PAD]", "[UNK]"], show_progress=False
-    )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
-    return tokenizer
+    record = langid_eval.evaluate_langid(model_dir, version)
+    return record, langid_eval.card_section(record)
 
 
 def prepare_langid() -> Prepared:
+    from training.langid_corpus import (
+        LONG_CUT_SHARE,
+        LONG_CUT_WORDS,
+        SOURCES,
+        TEST_PER_LANGUAGE,
+        TRAIN_PER_LANGUAGE,
+        WORDFREQ_SHARE,
+        WORDFREQ_TOP_N,
+        licences,
+    )
+    from training.langid_tokenizer import PAD, train_byte_tokenizer
+
     train, test = data.load_langid_split()
-    tokenizer = train_tokenizer(train.texts)
+    tokenizer = train_byte_tokenizer(train.texts, LANGID_VOCAB_SIZE)
     spec: dict[str, Any] = {
         "input_ids": "INPUT_IDS",
         "attention_mask": "ATTENTION_MASK",
         "tokenizer_file": "tokenizer.json",
         "max_length": TEXT_MAX_LENGTH,
-        "pad_id": tokenizer.token_to_id("[PAD]"),
+        "pad_id": tokenizer.token_to_id(PAD),
     }
     ids_train, m_train = features.text_tensors(train.texts, tokenizer, spec)
     ids_test, m_test = features.text_tensors(test.texts, tokenizer, spec)
@@ -269,6 +277,8 @@ def prepare_langid() -> Prepared:
         ids[0, :] = rng.integers(2, vocab, size=length)
         return [ids, mask]
 
+    sources = ", ".join(f"{package} ({licence})" for package, licence in licences())
+    real_text = "; ".join(f"`{s.package}`" for s in SOURCES)
     return Prepared(
         preprocessing={"kind": "text", "text": spec},
         labels=list(data.LANGUAGES),
@@ -280,9 +290,11 @@ def prepare_langid() -> Prepared:
             vocab_size=vocab,
             num_classes=len(data.LANGUAGES),
             max_length=TEXT_MAX_LENGTH,
+            dim=128,
+            feedforward=256,
             pad_id=spec["pad_id"],
         ),
-        train_config=TrainConfig(epochs=8, batch_size=64, learning_rate=2e-3),
+        train_config=TrainConfig(epochs=10, batch_size=64, learning_rate=3e-3, length_buckets=True),
         inputs=[
             TensorSpec("INPUT_IDS", "INT64", (-1,)),
             TensorSpec("ATTENTION_MASK", "INT64", (-1,)),
@@ -291,26 +303,44 @@ def prepare_langid() -> Prepared:
         parity_inputs=parity,
         parity_lengths=(1, 7, 19, TEXT_MAX_LENGTH),
         extra_files={"tokenizer.json": tokenizer.to_str(pretty=True).encode("utf-8")},
+        extra_evaluation=langid_evaluation,
         card={
             "data": (
-                "Phrases of 1-4 words drawn from the `wordfreq` package's frequency lists "
-                f"(top {data.LANGID_WORDS_PER_LANGUAGE} alphabetic words per language, words "
-                "shared by two languages dropped) for " + ", ".join(data.LANGUAGES) + ". "
-                "Words are split 80/20 by a stable hash, so held-out phrases contain only "
-                f"unseen words: {len(train.labels)} train / {len(test.labels)} held-out phrases."
+                f"{TRAIN_PER_LANGUAGE} training texts per language for "
+                + ", ".join(data.LANGUAGES)
+                + f" ({len(train.labels)} in all). {WORDFREQ_SHARE:.0%} are phrases of 1-4 "
+                f"words drawn from the `wordfreq` lists (top {WORDFREQ_TOP_N} words) in "
+                "proportion to each word's frequency, words shared between languages kept; "
+                "the rest, in equal shares, are real short texts shipped in packages: "
+                f"{real_text} (Django's and humanize's translated message catalogs, with "
+                "English from their source strings; Babel's CLDR country, language, currency, "
+                "month and day names, formatted dates, durations and units, and numbers "
+                "written out by CLDR's rules through `unicode-rbnf`; Faker's lorem "
+                "word lists, job titles and colour names, where a locale has them). Longer "
+                f"items are cut into random windows of 1-4 words ({LONG_CUT_SHARE:.0%} of "
+                f"cuts: up to {LONG_CUT_WORDS} words). Real-text items are split 80/20 by a "
+                "stable hash of the item; the held-out side draws its own word-frequency "
+                f"phrases ({TEST_PER_LANGUAGE} texts per language before removing every "
+                f"text also seen in training): {len(test.labels)} held-out texts. "
+                f"Licences: {sources}."
             ),
             "input": (
-                "A UTF-8 string; tokenized with the byte-pair-encoding tokenizer in "
-                f"tokenizer.json (NFKC, lowercase, {vocab} tokens), truncated to "
-                f"{TEXT_MAX_LENGTH} tokens, zero-padded with an attention mask."
+                "A UTF-8 string; tokenized by tokenizer.json: NFKC, lowercase, whitespace "
+                "folded, then UTF-8 bytes (a leading space byte marks each word) merged by "
+                f"a small byte-level BPE ({vocab} tokens: 256 bytes, [PAD], [EOS] and the "
+                "merges), an [EOS] token appended; no input maps to an unknown token. "
+                f"Truncated to {TEXT_MAX_LENGTH} tokens, zero-padded with an attention mask."
             ),
             "use": "Telling which of eight European languages a short phrase is written in.",
             "limitations": (
-                "Trained on isolated frequent words, not running text: words shared by two "
-                "languages (la, de, est, ...) were left out of training, so phrases made mostly "
-                'of them can be misread ("où est la gare" comes out Swedish); names, numbers, '
-                "code-switching and languages outside the eight are all forced into one of them; "
-                "one-word inputs are the hardest case."
+                "One-word inputs stay the hardest case: many words belong to several of the "
+                'eight languages ("pause", "radio", "de"), and the model picks the likeliest. '
+                "Names, numbers, code-switching and languages outside the eight are all "
+                "forced into one of them (there is no 'unknown' answer); the training text is "
+                "interface strings, names and frequent words, not conversation. On Home Assistant "
+                "commands it trails both reference detectors (tables above); most of its "
+                "errors there are Spanish/Portuguese confusions and short commands built on "
+                "words it never saw (timer, ventilator, minuteur)."
             ),
         },
     )
@@ -323,5 +353,8 @@ def prepare_langid() -> Prepared:
 RECIPES: dict[str, Recipe] = {
     "digits_cnn": Recipe("digits_cnn", "image", prepare_digits, group_floor=0.0),
     "vowels_gru": Recipe("vowels_gru", "sequence", prepare_vowels, group_floor=0.8),
-    "langid_transformer": Recipe("langid_transformer", "text", prepare_langid, group_floor=0.55),
+    # Lowered from 0.55 with the byte-level model: its held-out split now holds one-word
+    # texts drawn by word frequency ("de", "a", "in" belong to several languages), where
+    # the reference detectors score 0.44 (py3langid) and 0.68 (lingua); the model 0.52.
+    "langid_transformer": Recipe("langid_transformer", "text", prepare_langid, group_floor=0.45),
 }
