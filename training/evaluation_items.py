@@ -116,7 +116,12 @@ def _group_accuracy(items: list[dict[str, str]]) -> dict[str, tuple[int, int]]:
 
 
 def card_section(sets: dict[str, dict[str, Any]]) -> str:
-    """The model card's table of evaluation sets (empty when the model has none)."""
+    """The model card's table of per-item evaluation sets (empty when the model has none).
+
+    Sets recorded in another layout (langid's per-detector sets, which carry their own card
+    section) have no `items` and are left out.
+    """
+    sets = {name: result for name, result in sets.items() if "items" in result}
     if not sets:
         return ""
     rows = []

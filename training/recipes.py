@@ -347,11 +347,10 @@ def prepare_langid() -> Prepared:
 
 
 # Group floors sit a few points under each model's worst group at its last build, so a
-# retrain that fails one speaker, language or family stops. digits_cnn's is 0 for now: its
-# "held-out inverted" family (dark ink on light) is at 0.002, because nothing in training
-# is inverted; raise it once the model is trained on both polarities.
+# retrain that fails one speaker, language or family stops. digits_cnn's worst group is
+# a held-out font family (Aileron, 0.90: its "1" reads as "7").
 RECIPES: dict[str, Recipe] = {
-    "digits_cnn": Recipe("digits_cnn", "image", prepare_digits, group_floor=0.0),
+    "digits_cnn": Recipe("digits_cnn", "image", prepare_digits, group_floor=0.85),
     "vowels_gru": Recipe("vowels_gru", "sequence", prepare_vowels, group_floor=0.8),
     # Lowered from 0.55 with the byte-level model: its held-out split now holds one-word
     # texts drawn by word frequency ("de", "a", "in" belong to several languages), where

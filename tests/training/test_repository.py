@@ -21,20 +21,6 @@ from training.slices import group_report, markdown_table
 
 REPO = Path(__file__).resolve().parents[2] / "model_repository"
 MODELS = sorted(RECIPES)
-# Built before group metrics, data fingerprints and run ids were recorded. `modelgate build`
-# of one adds them; then drop it from this set (the strict xfail fails once it passes).
-BUILT_BEFORE_TRACKING = {"digits_cnn", "langid_transformer"}
-TRACED_MODELS = [
-    pytest.param(
-        name,
-        marks=pytest.mark.xfail(
-            strict=True, raises=KeyError, reason="built before groups and fingerprints"
-        ),
-    )
-    if name in BUILT_BEFORE_TRACKING
-    else name
-    for name in MODELS
-]
 ONNX_TYPES = {mc.TYPE_FP32: onnx.TensorProto.FLOAT, mc.TYPE_INT64: onnx.TensorProto.INT64}
 
 
@@ -209,7 +195,7 @@ def test_held_out_font_families_were_never_trained_on() -> None:
     assert {item["id"].split("/")[0] for item in items} == held_out
 
 
-@pytest.mark.parametrize("name", TRACED_MODELS)
+@pytest.mark.parametrize("name", MODELS)
 def test_groups_and_data_fingerprints_are_reproduced(name: str) -> None:
     model_dir = REPO / name
     record = json.loads((model_dir / contract.EVALUATION_FILE).read_text())
@@ -228,7 +214,7 @@ def test_groups_and_data_fingerprints_are_reproduced(name: str) -> None:
     assert {n: fp.to_json() for n, fp in seen.items()} == {n: recorded[n] for n in seen}
 
 
-@pytest.mark.parametrize("name", TRACED_MODELS)
+@pytest.mark.parametrize("name", MODELS)
 def test_version_directory_names_its_training_run(name: str) -> None:
     record = json.loads((REPO / name / contract.EVALUATION_FILE).read_text())
     expected = record["run"]
