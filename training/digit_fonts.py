@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from training import fingerprint
+
 
 @dataclass(frozen=True)
 class DigitFont:
@@ -166,7 +168,14 @@ def held_out_font_digits(polarity: str) -> Rendered:
                     images.append(np.round(pixels).astype(np.uint8))
                     labels.append(digit)
                     ids.append(f"{font.family}/{font.style}/{size}px/{offset}/{digit}")
-    return Rendered(images, np.asarray(labels, dtype=np.int64), ids)
+    rendered = Rendered(images, np.asarray(labels, dtype=np.int64), ids)
+    fingerprint.record(
+        f"digits held-out fonts {polarity.replace('_', ' ')}",
+        "matplotlib",
+        "held-out font families (matplotlib's and Pillow's fonts) x sizes x offsets, clean",
+        rendered,
+    )
+    return rendered
 
 
 # --- augmented training renders -----------------------------------------------------------
@@ -242,7 +251,15 @@ def training_font_digits(renders_per_glyph: int, seed: int) -> Rendered:
                 images.append(augment(ink, rng, thinning=size >= 48 and stroke == 0))
                 labels.append(digit)
                 ids.append(f"{font.family}/{font.style}/{digit}/{n}")
-    return Rendered(images, np.asarray(labels, dtype=np.int64), ids)
+    rendered = Rendered(images, np.asarray(labels, dtype=np.int64), ids)
+    fingerprint.record(
+        "digits font renders train",
+        "matplotlib",
+        f"training font families (matplotlib's and Pillow's fonts), {renders_per_glyph} "
+        f"augmented renders per glyph, seed {seed}",
+        rendered,
+    )
+    return rendered
 
 
 def augmented_scans(images: np.ndarray, copies: int, seed: int) -> list[np.ndarray]:
@@ -254,4 +271,10 @@ def augmented_scans(images: np.ndarray, copies: int, seed: int) -> list[np.ndarr
             big = Image.fromarray(pixels).resize((24, 24), Image.Resampling.BILINEAR)
             ink = np.pad(np.asarray(big), 12)
             out.append(augment(ink, rng))
+    fingerprint.record(
+        "digits jittered scans train",
+        "scikit-learn",
+        f"the train part, {copies} jittered copies each, seed {seed}",
+        out,
+    )
     return out
