@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from service import model_contract as contract
 from training import data, features, fingerprint
 from training.langid_eval import length_group
 from training.slices import EvaluationSet
@@ -32,7 +33,7 @@ class Evaluation:
 
 
 def read_preprocessing(model_dir: Path) -> dict[str, Any]:
-    return json.loads((model_dir / "preprocessing.json").read_text(encoding="utf-8"))
+    return json.loads((model_dir / contract.PREPROCESSING_FILE).read_text(encoding="utf-8"))
 
 
 def read_labels(model_dir: Path, preprocessing: dict[str, Any]) -> list[str]:
@@ -106,7 +107,7 @@ def evaluation_sets(model_dir: Path, version: int | None = None) -> list[Evaluat
     set names become the `family` groups when there are several.
     """
     version = _newest_version(model_dir) if version is None else version
-    onnx_path = model_dir / str(version) / "model.onnx"
+    onnx_path = model_dir / str(version) / contract.MODEL_FILE
     pre = read_preprocessing(model_dir)
     labels = read_labels(model_dir, pre)
     inputs, truth = held_out_inputs(model_dir)
@@ -159,8 +160,8 @@ def evaluation_sets(model_dir: Path, version: int | None = None) -> list[Evaluat
 def evaluate_model_dir(model_dir: Path, version: int | None = None) -> Evaluation:
     """Held-out metrics of `<model_dir>/<version>/model.onnx` (newest version by default)."""
     if version is None:
-        version = max(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+        version = contract.version_dirs(model_dir)[-1]
     pre = read_preprocessing(model_dir)
     inputs, truth = held_out_inputs(model_dir)
-    logits = run_onnx(model_dir / str(version) / "model.onnx", inputs)
+    logits = run_onnx(model_dir / str(version) / contract.MODEL_FILE, inputs)
     return classification_metrics(read_labels(model_dir, pre), truth, logits.argmax(axis=1))

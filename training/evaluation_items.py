@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from service import model_contract as contract
 from training import data, digit_fonts, features
 from training.evaluate import classification_metrics, read_labels, read_preprocessing, run_onnx
 
@@ -89,7 +90,7 @@ def evaluate_items(model_dir: Path, version: int) -> dict[str, dict[str, Any]]:
     if provider is None:
         return {}
     labels = read_labels(model_dir, read_preprocessing(model_dir))
-    onnx_path = model_dir / str(version) / "model.onnx"
+    onnx_path = model_dir / str(version) / contract.MODEL_FILE
     results: dict[str, dict[str, Any]] = {}
     for item_set in provider(model_dir):
         predicted = run_onnx(onnx_path, item_set.inputs).argmax(axis=1)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from service import model_contract as contract
 from training import features
 from training.langid_corpus import LANGUAGES, SEED, build_corpus, word_count
 
@@ -201,7 +202,7 @@ def onnx_detector(model_dir: Path, version: int) -> Detector:
     spec = pre["text"]
     labels = read_labels(model_dir, pre)
     tokenizer = Tokenizer.from_file(str(model_dir / spec["tokenizer_file"]))
-    onnx_path = model_dir / str(version) / "model.onnx"
+    onnx_path = model_dir / str(version) / contract.MODEL_FILE
 
     def detect(texts: Sequence[str]) -> list[str]:
         ids, mask = features.text_tensors(list(texts), tokenizer, spec)

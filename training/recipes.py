@@ -21,6 +21,8 @@ from training.models import DigitsCNN, LangIdTransformer, VowelsGRU
 from training.train import TrainConfig
 
 MAX_BATCH_SIZE = 64
+# Written beside the language-id model and named by its preprocessing.json.
+LANGID_TOKENIZER_FILE = "tokenizer.json"
 
 
 @dataclass
@@ -258,7 +260,7 @@ def prepare_langid() -> Prepared:
     spec: dict[str, Any] = {
         "input_ids": "INPUT_IDS",
         "attention_mask": "ATTENTION_MASK",
-        "tokenizer_file": "tokenizer.json",
+        "tokenizer_file": LANGID_TOKENIZER_FILE,
         "max_length": TEXT_MAX_LENGTH,
         "pad_id": tokenizer.token_to_id(PAD),
     }
@@ -302,7 +304,7 @@ def prepare_langid() -> Prepared:
         outputs=[TensorSpec("LOGITS", "FP32", (len(data.LANGUAGES),))],
         parity_inputs=parity,
         parity_lengths=(1, 7, 19, TEXT_MAX_LENGTH),
-        extra_files={"tokenizer.json": tokenizer.to_str(pretty=True).encode("utf-8")},
+        extra_files={LANGID_TOKENIZER_FILE: tokenizer.to_str(pretty=True).encode("utf-8")},
         extra_evaluation=langid_evaluation,
         card={
             "data": (
