@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -23,11 +24,17 @@ from service.rest.errors import install_error_handlers
 from service.rest.middleware import RequestContext
 from service.settings import Settings
 
+if TYPE_CHECKING:
+    from service.tracing import RequestTracing
+
 log = logging.getLogger("service")
 
 
 def create_backend(
-    settings: Settings, specs: list[ModelSpec], metrics: Metrics
+    settings: Settings,
+    specs: list[ModelSpec],
+    metrics: Metrics,
+    tracing: RequestTracing | None = None,
 ) -> InferenceBackend:
     """The backend the settings name."""
     if settings.backend == "embedded":
@@ -39,7 +46,18 @@ def create_backend(
         settings.triton_protocol,
         settings.triton_timeout_s,
         metrics.triton_up,
+        tracing.outgoing_metadata if tracing is not None else None,
     )
+
+
+def create_tracing(settings: Settings) -> RequestTracing | None:
+    """Request tracing when an OTLP endpoint is set; otherwise None, and OpenTelemetry is not
+    even imported."""
+    if settings.otlp_endpoint is None:
+        return None
+    from service.tracing import RequestTracing
+
+    return RequestTracing(settings)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,8 +65,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings if settings is not None else Settings()
     specs = load_repository(settings.model_repository)
     metrics = Metrics(specs)
-    backend = create_backend(settings, list(specs.values()), metrics)
-    dataplane = DataPlane(settings, specs, backend, metrics)
+    tracing = create_tracing(settings)
+    backend = create_backend(settings, list(specs.values()), metrics, tracing)
+    dataplane = DataPlane(settings, specs, backend, metrics, tracing)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if grpc_server is not None:
                 await grpc_server.stop(settings.shutdown_grace_s)
             await dataplane.close()
+            if tracing is not None:  # export what the last requests left queued
+                tracing.shutdown()
 
     app = FastPathApp(
         title="modelgate",

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -47,6 +47,16 @@ class BatchObserver(Protocol):
         """One batch of `rows` rows took `seconds` in the backend."""
 
 
+class BatchTracer(Protocol):
+    """Turns a batch's timestamps into spans of the requests in it (service.tracing)."""
+
+    def batch_sent(self, waits: Sequence[tuple[Any, float]], rows: int, sent_at: float) -> Any:
+        """A batch leaves: (request trace, enqueued) of each traced request; returns a handle."""
+
+    def batch_done(self, handle: Any, finished: float, error: BaseException | None) -> None:
+        """The batch's backend call ended (with `error` when it failed)."""
+
+
 @dataclass(eq=False)
 class _Entry:
     inputs: Mapping[str, np.ndarray]
@@ -55,6 +65,7 @@ class _Entry:
     enqueued: float
     future: asyncio.Future[Tensors] = field(repr=False)
     sent: bool = False
+    trace: Any = None  # the request's span when it is traced
 
 
 def _consume_result(future: asyncio.Future[Tensors]) -> None:
@@ -78,6 +89,7 @@ class Batcher:
         max_queue_rows: int,
         concurrency: int,
         observer: BatchObserver | None = None,
+        tracer: BatchTracer | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue_rows < 1 or concurrency < 1 or max_delay_s < 0:
             raise ValueError("batch size, queue size and concurrency must be >= 1, delay >= 0")
@@ -96,6 +108,7 @@ class Batcher:
         self._infer = infer
         self._collate = collate
         self._observer = observer
+        self._tracer = tracer
         self._queue: deque[_Entry] = deque()
         self._queued_rows = 0
         self._wakeup = asyncio.Event()
@@ -116,8 +129,11 @@ class Batcher:
                 self._run(), name=f"batcher-{self.name}"
             )
 
-    async def submit(self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float) -> Tensors:
-        """Queue `rows` rows (tensors with a leading batch dim) and wait for their outputs."""
+    async def submit(
+        self, inputs: Mapping[str, np.ndarray], rows: int, deadline: float, trace: Any = None
+    ) -> Tensors:
+        """Queue `rows` rows (tensors with a leading batch dim) and wait for their outputs;
+        `trace`: the request's span, when it is traced."""
         if self._closing or self._runner is None:
             raise Overloaded(f"model {self.name} is not accepting requests (shutting down)")
         if rows < 1 or rows > self._max_rows:
@@ -134,7 +150,7 @@ class Batcher:
         if deadline <= now:
             raise DeadlineExceeded("request deadline passed before it could be queued")
         loop = asyncio.get_running_loop()
-        entry = _Entry(inputs, rows, deadline, now, loop.create_future())
+        entry = _Entry(inputs, rows, deadline, now, loop.create_future(), trace=trace)
         self._queue.append(entry)
         self._queued_rows += rows
         if self.max_delay_s == 0 and not self._slots.locked():
@@ -235,15 +251,26 @@ class Batcher:
         return batch
 
     async def _dispatch(self, batch: list[_Entry]) -> None:
+        tracer = self._tracer
+        traced: Any = None  # the tracer's handle while a traced batch is in flight
+        failure: BaseException | None = None
         try:
             sent_at = time.monotonic()
             if self._observer is not None:
                 for entry in batch:
                     self._observer.queue_wait(sent_at - entry.enqueued)
             rows = sum(e.rows for e in batch)
+            if tracer is not None:
+                waits = [(e.trace, e.enqueued) for e in batch if e.trace is not None]
+                if waits:
+                    traced = tracer.batch_sent(waits, rows, sent_at)
             outputs = await self._infer(self._collate([e.inputs for e in batch]))
+            finished = time.monotonic()
             if self._observer is not None:
-                self._observer.batch(rows, time.monotonic() - sent_at)
+                self._observer.batch(rows, finished - sent_at)
+            if traced is not None and tracer is not None:
+                handle, traced = traced, None
+                tracer.batch_done(handle, finished, None)
             offset = 0
             for entry in batch:
                 part = {
@@ -252,7 +279,8 @@ class Batcher:
                 offset += entry.rows
                 if not entry.future.done():
                     entry.future.set_result(part)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            failure = exc
             for entry in batch:
                 if not entry.future.done():
                     entry.future.set_exception(
@@ -260,6 +288,7 @@ class Batcher:
                     )
             raise
         except Exception as exc:
+            failure = exc
             error = (
                 exc if isinstance(exc, ModelGateError) else UpstreamError(f"batch failed: {exc}")
             )
@@ -269,6 +298,8 @@ class Batcher:
                 if not entry.future.done():
                     entry.future.set_exception(error)
         finally:
+            if traced is not None and tracer is not None:  # the call failed or was cancelled
+                tracer.batch_done(traced, time.monotonic(), failure)
             self._slots.release()
 
     async def close(self, grace_s: float) -> None:

@@ -81,6 +81,12 @@ def triton(
         [], "--load-model", help="Model to load at start (explicit mode; '*' for all)."
     ),
     log_verbose: int = typer.Option(0, help="Triton --log-verbose level."),
+    otlp_url: str | None = typer.Option(
+        None,
+        envvar="MODELGATE_TRITON_OTLP_URL",
+        help="Export OpenTelemetry spans of requests that carry a W3C traceparent to this "
+        "OTLP/HTTP URL (e.g. http://127.0.0.1:4318/v1/traces).",
+    ),
 ) -> None:
     """Run a real Triton Inference Server (pip-shipped binary) on the model repository."""
     if model_control_mode not in ("none", "poll", "explicit"):
@@ -95,6 +101,7 @@ def triton(
         model_control_mode=model_control_mode,  # type: ignore[arg-type]
         load_models=load_model,
         log_verbose=log_verbose,
+        trace_otlp_url=otlp_url or None,
     )
     try:
         raise typer.Exit(serve_until_stopped(server, typer.echo))
@@ -205,6 +212,11 @@ def up(
         DEFAULT_REPOSITORY, "--repository", "-r", help="Model repository to serve."
     ),
     triton_protocol: str = typer.Option("grpc", help="How the gateway talks to Triton."),
+    otlp_url: str | None = typer.Option(
+        None,
+        help="Trace requests: gateway and Triton export OpenTelemetry spans to this OTLP/HTTP "
+        "URL (e.g. http://127.0.0.1:4318/v1/traces of a collector or Jaeger).",
+    ),
 ) -> None:
     """Start the local Triton and the gateway, print URLs and examples, stop both on Ctrl-C."""
     if port_in_use(port, host):
@@ -227,7 +239,7 @@ def up(
     # ignored, and Python then never raises KeyboardInterrupt, so Ctrl-C (or a
     # supervisor's SIGINT) would not stop `up` started that way.
     previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGINT)}
-    triton = LocalTriton(repository)
+    triton = LocalTriton(repository, trace_otlp_url=otlp_url or None)
     gateway: subprocess.Popen[bytes] | None = None
     code = 0
     try:
@@ -243,6 +255,9 @@ def up(
             "MODELGATE_PORT": str(port),
             "MODELGATE_GRPC_PORT": str(grpc_port),
         }
+        if otlp_url:  # Triton speaks OTLP/HTTP only: the gateway uses the same endpoint
+            env["MODELGATE_OTLP_ENDPOINT"] = otlp_url
+            env["MODELGATE_OTLP_PROTOCOL"] = "http/protobuf"
         typer.echo("Starting the gateway ...")
         gateway = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env)
         base = f"http://{host}:{port}"
@@ -254,6 +269,8 @@ def up(
         typer.echo(f"  health       {base}/healthz   {base}/readyz")
         typer.echo(f"  metrics      {base}/metrics   (Triton: {triton.metrics_url})")
         typer.echo(f"  Triton HTTP  http://{triton.http_url}   log {triton.log_path}")
+        if otlp_url:
+            typer.echo(f"  traces       OTLP/HTTP to {otlp_url} (gateway and Triton)")
         typer.echo("Try:")
         for spec in specs.values():
             typer.echo(f"  {curl_command(spec, base)}")

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from service.postprocess import top_k as top_k_predictions
 from service.repository import ModelSpec
 from service.settings import Settings
 from service.tensors import Collator
+
+if TYPE_CHECKING:  # imported at run time only when tracing is on (service.app)
+    from service.tracing import RequestTracing
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,7 @@ class RequestScope:
     deadline: float
     status: int = 200
     extra: dict[str, Any] = field(default_factory=dict)
+    trace: Any = None  # the request's span when it is traced (service.tracing), else None
 
 
 class _Tracked:
@@ -96,10 +100,11 @@ class _Tracked:
         endpoint: str,
         protocol: str,
         request_id: str | None,
+        trace_carrier: Any,
     ) -> None:
         started = time.monotonic()
         self._dataplane = dataplane
-        self._scope = RequestScope(
+        self._scope = scope = RequestScope(
             model=model,
             endpoint=endpoint,
             protocol=protocol,
@@ -107,6 +112,10 @@ class _Tracked:
             started=started,
             deadline=started + dataplane.settings.request_timeout_s,
         )
+        if dataplane.tracing is not None:
+            scope.trace = dataplane.tracing.start_request(
+                model, endpoint, protocol, scope.request_id, started, trace_carrier
+            )
 
     async def __aenter__(self) -> RequestScope:
         self._dataplane.metrics.inflight.inc()
@@ -131,21 +140,26 @@ class _Tracked:
         metrics = dataplane.metrics
         metrics.inflight.dec()
         label = scope.model if scope.model in dataplane._models else UNKNOWN_MODEL
+        finished = time.monotonic()
         metrics.observe_request(
-            label,
-            scope.endpoint,
-            scope.protocol,
-            scope.status,
-            time.monotonic() - scope.started,
-            reason,
+            label, scope.endpoint, scope.protocol, scope.status, finished - scope.started, reason
         )
+        if scope.trace is not None and dataplane.tracing is not None:
+            dataplane.tracing.end_request(
+                scope.trace, label, scope.protocol, scope.status, reason, finished
+            )
 
 
 class _Model:
     """Runtime state of one model: spec, preprocessor, collator, batcher."""
 
     def __init__(
-        self, spec: ModelSpec, settings: Settings, backend: InferenceBackend, metrics: Metrics
+        self,
+        spec: ModelSpec,
+        settings: Settings,
+        backend: InferenceBackend,
+        metrics: Metrics,
+        tracing: RequestTracing | None = None,
     ) -> None:
         self.spec = spec
         self.preprocessor = preprocess.for_model(spec, max_image_pixels=settings.max_image_pixels)
@@ -169,6 +183,7 @@ class _Model:
             max_queue_rows=settings.max_queue_size,
             concurrency=settings.batch_concurrency * backend.replicas,
             observer=metrics.observer(spec.name),
+            tracer=tracing.for_model(spec.name) if tracing is not None else None,
         )
 
 
@@ -181,12 +196,14 @@ class DataPlane:
         specs: Mapping[str, ModelSpec],
         backend: InferenceBackend,
         metrics: Metrics,
+        tracing: RequestTracing | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
         self.metrics = metrics
+        self.tracing = tracing  # None: tracing off, and every tracing hook is one `if`
         self._models = {
-            name: _Model(spec, settings, backend, metrics) for name, spec in specs.items()
+            name: _Model(spec, settings, backend, metrics, tracing) for name, spec in specs.items()
         }
 
     async def start(self) -> None:
@@ -235,14 +252,24 @@ class DataPlane:
     # -- request accounting -------------------------------------------------------------------
 
     def track(
-        self, model: str, endpoint: str, protocol: str, request_id: str | None = None
+        self,
+        model: str,
+        endpoint: str,
+        protocol: str,
+        request_id: str | None = None,
+        trace_carrier: Any = None,
     ) -> AbstractAsyncContextManager[RequestScope]:
-        """Time one request of any transport and count it by status class and error reason."""
-        return _Tracked(self, model, endpoint, protocol, request_id)
+        """Time one request of any transport and count it by status class and error reason.
 
-    def _stage(self, model: str, stage: str, started: float) -> float:
+        `trace_carrier` is where the client's `traceparent` may be (HTTP headers, or the gRPC
+        servicer context); it is read only when tracing is on."""
+        return _Tracked(self, model, endpoint, protocol, request_id, trace_carrier)
+
+    def _stage(self, model: str, stage: str, started: float, trace: Any = None) -> float:
         now = time.monotonic()
         self.metrics.observe_stage(model, stage, now - started)
+        if trace is not None and self.tracing is not None:
+            self.tracing.stage(trace, stage, started, now)
         return now
 
     # -- inference ----------------------------------------------------------------------------
@@ -284,10 +311,10 @@ class DataPlane:
         k = top_k if top_k is not None else self.settings.default_top_k
         if k < 1:
             raise BadInput("top_k must be at least 1")
-        logits = await self._infer_payloads(model, payloads, scope.deadline)
+        logits = await self._infer_payloads(model, payloads, scope)
         t0 = time.monotonic()
         predictions = top_k_predictions(logits, spec.labels, k)
-        self._stage(spec.name, "postprocess", t0)
+        self._stage(spec.name, "postprocess", t0, scope.trace)
         return PredictResult(
             model=spec.name,
             version=spec.version,
@@ -301,10 +328,10 @@ class DataPlane:
     ) -> np.ndarray:
         """Raw payloads in, the model's output rows out ([payloads, classes]); for protocols that
         return tensors and build their own answer from them (OIP)."""
-        return await self._infer_payloads(self._get(name, version), payloads, scope.deadline)
+        return await self._infer_payloads(self._get(name, version), payloads, scope)
 
     async def _infer_payloads(
-        self, model: _Model, payloads: Sequence[Any], deadline: float
+        self, model: _Model, payloads: Sequence[Any], scope: RequestScope
     ) -> np.ndarray:
         spec = model.spec
         if not payloads:
@@ -315,6 +342,7 @@ class DataPlane:
                 f"{self.settings.max_items_per_request}"
             )
         preprocessor = model.preprocessor
+        trace = scope.trace
         items = []
         for payload in payloads:
             t0 = time.monotonic()
@@ -322,12 +350,12 @@ class DataPlane:
                 decoded = await asyncio.to_thread(preprocessor.decode, payload)
             else:
                 decoded = preprocessor.decode(payload)
-            t1 = self._stage(spec.name, "decode", t0)
+            t1 = self._stage(spec.name, "decode", t0, trace)
             tensors = preprocessor.preprocess(decoded)
-            self._stage(spec.name, "preprocess", t1)
+            self._stage(spec.name, "preprocess", t1, trace)
             items.append({k_: v[None, ...] for k_, v in tensors.items()})
         inputs = model.collator(items)
-        outputs = await model.batcher.submit(inputs, len(items), deadline)
+        outputs = await model.batcher.submit(inputs, len(items), scope.deadline, trace)
         return outputs[spec.output].reshape(len(items), -1)
 
     def validate_tensors(self, spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> int:
@@ -378,13 +406,17 @@ class DataPlane:
         """
         if scope is None:
             async with self.track(name, "infer", protocol) as own:
-                return await self._infer_tensors(name, version, inputs, own.deadline)
-        return await self._infer_tensors(name, version, inputs, scope.deadline)
+                return await self._infer_tensors(name, version, inputs, own)
+        return await self._infer_tensors(name, version, inputs, scope)
 
     async def _infer_tensors(
-        self, name: str, version: str | None, inputs: Mapping[str, np.ndarray], deadline: float
+        self,
+        name: str,
+        version: str | None,
+        inputs: Mapping[str, np.ndarray],
+        scope: RequestScope,
     ) -> dict[str, np.ndarray]:
         model = self._get(name, version)
         rows = self.validate_tensors(model.spec, inputs)
-        outputs = await model.batcher.submit(dict(inputs), rows, deadline)
+        outputs = await model.batcher.submit(dict(inputs), rows, scope.deadline, scope.trace)
         return dict(outputs)

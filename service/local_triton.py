@@ -57,6 +57,25 @@ EXIT_TIMEOUT_S = 5
 STOP_GRACE_S = EXIT_TIMEOUT_S + 15.0
 
 
+TRITON_TRACE_SERVICE_NAME = "triton"
+
+
+def trace_args(otlp_url: str, service_name: str = TRITON_TRACE_SERVICE_NAME) -> list[str]:
+    """tritonserver flags that export OpenTelemetry spans to `otlp_url` (OTLP/HTTP, e.g.
+    `http://127.0.0.1:4318/v1/traces`) for exactly the requests that carry a W3C `traceparent`:
+    `rate=0` samples nothing on its own, and Triton traces every request with a propagated
+    context regardless of rate. The gateway sends one with each batch of a traced request, so
+    Triton's spans land in the request's trace; untraced traffic costs Triton nothing."""
+    return [
+        "--trace-config=mode=opentelemetry",
+        "--trace-config=level=TIMESTAMPS",
+        "--trace-config=rate=0",
+        "--trace-config=count=-1",
+        f"--trace-config=opentelemetry,url={otlp_url}",
+        f"--trace-config=opentelemetry,resource=service.name={service_name}",
+    ]
+
+
 class LocalTritonError(RuntimeError):
     """A launcher failure with a one-line message that says what to do."""
 
@@ -242,6 +261,7 @@ class LocalTriton:
         backends_dir: Path | None = None,
         cache_root: Path | None = None,
         log_verbose: int = 0,
+        trace_otlp_url: str | None = None,
         extra_args: Sequence[str] = (),
         ready_timeout_s: float = 120.0,
     ) -> None:
@@ -262,6 +282,7 @@ class LocalTriton:
         ).resolve()
         self.cache_root = cache_root
         self.log_verbose = log_verbose
+        self.trace_otlp_url = trace_otlp_url
         self.extra_args = tuple(extra_args)
         self.ready_timeout_s = ready_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
@@ -320,6 +341,8 @@ class LocalTriton:
             f"--backend-config=python,shm-growth-byte-size={SHM_GROWTH_BYTES}",
         ]
         args += [f"--load-model={name}" for name in self.load_models]
+        if self.trace_otlp_url:
+            args += trace_args(self.trace_otlp_url)
         args += list(self.extra_args)
         return args
 

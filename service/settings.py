@@ -109,6 +109,33 @@ class Settings(BaseSettings):
     """One uvicorn log line per HTTP request. Off by default: it costs CPU on the hot path, and
     the metrics and `X-Request-ID` already account for every request."""
 
+    otlp_endpoint: str | None = None
+    """OpenTelemetry collector that receives a trace of each request over OTLP: for `grpc`
+    `http://host:4317`, for `http/protobuf` `http://host:4318/v1/traces` (https: TLS). Unset or
+    empty: no tracing at all (no tracer, no spans, client `traceparent` headers not read)."""
+
+    otlp_protocol: Literal["grpc", "http/protobuf"] = "grpc"
+    """OTLP transport of `otlp_endpoint`."""
+
+    trace_sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    """Share of requests traced when the client sends no `traceparent`; a client's
+    `traceparent` decides for its own requests (parent-based sampling)."""
+
+    trace_service_name: str = Field(default="modelgate", min_length=1)
+    """`service.name` of the gateway's spans (Triton's are `triton` in the shipped setups)."""
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _check_otlp_endpoint(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # an empty variable (compose's `${VAR:-}`) means off
+        value = value.strip()
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(
+                f"OTLP endpoint {value!r} must be a URL such as http://otel-collector:4317"
+            )
+        return value
+
     @field_validator("triton_url")
     @classmethod
     def _check_urls(cls, value: str) -> str:

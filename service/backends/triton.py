@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import grpc
@@ -65,6 +65,7 @@ class TritonBackend(InferenceBackend):
         protocol: Literal["grpc", "http"] = "grpc",
         timeout_s: float = 10.0,
         up_gauge: Any | None = None,
+        trace_metadata: Callable[[], list[tuple[str, str]]] | None = None,
     ) -> None:
         if not urls:
             raise ValueError("at least one Triton URL is needed")
@@ -73,6 +74,9 @@ class TritonBackend(InferenceBackend):
         self.timeout_s = timeout_s
         self.replicas = len(self.urls)
         self._up_gauge = up_gauge  # prometheus Gauge with an `endpoint` label, or None
+        # With tracing on: the current batch's `traceparent`, sent along so Triton's spans join
+        # the request's trace (gRPC metadata / HTTP headers). None: tracing off.
+        self._trace_metadata = trace_metadata
         self._clients: list[Any] = []  # gRPC: stubs; HTTP: tritonclient clients
         self._channels: list[grpc.aio.Channel] = []
         self._next = itertools.cycle(range(len(self.urls)))
@@ -137,8 +141,9 @@ class TritonBackend(InferenceBackend):
         return infer_inputs, outputs
 
     async def _call(self, client: Any, spec: ModelSpec, request: Any) -> dict[str, np.ndarray]:
+        trace = self._trace_metadata() if self._trace_metadata is not None else None
         if self.protocol == "grpc":
-            response = await client.ModelInfer(request, timeout=self.timeout_s)
+            response = await client.ModelInfer(request, timeout=self.timeout_s, metadata=trace)
             raw = response.raw_output_contents
             return {
                 o.name: _from_raw(raw[i], o.datatype, list(o.shape))
@@ -146,7 +151,13 @@ class TritonBackend(InferenceBackend):
             }
         infer_inputs, outputs = request
         result = await asyncio.wait_for(
-            client.infer(spec.name, infer_inputs, model_version=spec.version, outputs=outputs),
+            client.infer(
+                spec.name,
+                infer_inputs,
+                model_version=spec.version,
+                outputs=outputs,
+                headers=dict(trace) if trace else None,
+            ),
             self.timeout_s,
         )
         return {o.name: result.as_numpy(o.name) for o in spec.outputs}

@@ -234,7 +234,11 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         # coroutine less per request); errors end the same way.
         dataplane = self.dataplane
         try:
-            async with dataplane.track(request.model_name, "infer", "v2_grpc") as scope:
+            # The servicer context carries the client's `traceparent` metadata (read only when
+            # tracing is on).
+            async with dataplane.track(
+                request.model_name, "infer", "v2_grpc", None, context
+            ) as scope:
                 self._check_api_key(context)
                 version = request.model_version or None
                 spec = dataplane.model(request.model_name, version)

@@ -116,9 +116,11 @@ async def model_metadata(request: Request, model: str, version: str | None = Non
 async def infer(request: Request, model: str, version: str | None = None) -> Response:
     """Tensor passthrough or raw payloads, JSON or binary tensor data (see docs/oip.md)."""
     dataplane = _dataplane(request)
+    headers = request.headers
     try:
-        async with dataplane.track(model, "infer", "v2_http", request.state.request_id) as scope:
-            headers = request.headers
+        async with dataplane.track(
+            model, "infer", "v2_http", request.state.request_id, headers
+        ) as scope:
             checks.check_api_key(dataplane.settings, headers.get("authorization"))
             spec = dataplane.model(model, version)
             checks.check_declared_size(dataplane.settings, headers.get("content-length"))

@@ -140,8 +140,10 @@ async def _payloads(
 async def predict(model: str, request: Request) -> Response:
     """Decode, preprocess, batch, infer and return the top-k labels for each input."""
     dataplane = _dataplane(request)
-    async with dataplane.track(model, "predict", "rest", request.state.request_id) as scope:
-        headers = request.headers
+    headers = request.headers
+    async with dataplane.track(
+        model, "predict", "rest", request.state.request_id, headers
+    ) as scope:
         checks.check_api_key(dataplane.settings, headers.get("authorization"))
         dataplane.model(model)  # 404 before anything is read
         checks.check_declared_size(dataplane.settings, headers.get("content-length"))
