@@ -132,6 +132,11 @@ def main() -> int:
         help="settings of the @base gateways instead of --gateway-setting (repeatable); "
         "without --baseline-tree this tree runs them, to compare two configurations",
     )
+    parser.add_argument(
+        "--triton-otlp-url",
+        help="start Triton with OpenTelemetry tracing exporting there (OTLP/HTTP); it traces "
+        "only requests that carry a traceparent, i.e. those of a gateway with otlp_endpoint set",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = parser.parse_args()
 
@@ -164,7 +169,9 @@ def main() -> int:
                 urls[f"embedded{suffix}"] = url
                 pids[f"embedded{suffix}"] = {"server": process.pid}
         if "triton" in args.servers:
-            triton = stack.enter_context(LocalTriton(args.repository))
+            triton = stack.enter_context(
+                LocalTriton(args.repository, trace_otlp_url=args.triton_otlp_url)
+            )
             assert triton.pid is not None
             for suffix, (tree, settings) in trees.items():
                 url, _, process = start_gateway_process(
@@ -188,6 +195,7 @@ def main() -> int:
         f"rounds={args.rounds} duration={args.duration:g}s warmup={args.warmup:g}s "
         f"gateway settings={args.gateway_setting or 'defaults'} "
         f"@base: {args.baseline_tree or 'this tree'} {args.baseline_setting or ''} "
+        f"triton tracing={args.triton_otlp_url or 'off'} "
         f"cpus={psutil.cpu_count()} "
         f"load={load}"
     )
