@@ -56,12 +56,14 @@ FROM runtime-base AS gateway
 COPY --from=gateway-build /opt/venv /opt/venv
 # Settings (env prefix MODELGATE_, see service/settings.py). The model repository is mounted at /models:
 # the gateway reads preprocessing.json, labels and tokenizers from it, Triton reads the ONNX files.
+# An empty OTLP endpoint: request tracing off (docs/tracing.md).
 ENV MODELGATE_HOST=0.0.0.0 \
     MODELGATE_PORT=8080 \
     MODELGATE_GRPC_PORT=8081 \
     MODELGATE_WORKERS=1 \
     MODELGATE_MODEL_REPOSITORY=/models \
-    MODELGATE_TRITON_URL=triton:8001
+    MODELGATE_TRITON_URL=triton:8001 \
+    MODELGATE_OTLP_ENDPOINT=""
 USER 10001:10001
 EXPOSE 8080 8081
 # Liveness of the process only; readiness (Triton reachable, models loaded) is /readyz.

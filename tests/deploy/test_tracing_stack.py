@@ -129,7 +129,7 @@ def test_gateway_tracing_is_off_unless_asked(tmp_path: Path) -> None:
 
 def lowered(service: dict[str, Any]) -> dict[str, str]:
     """The service's tracing settings as keyword arguments of `Settings`."""
-    names = ("OTLP_ENDPOINT", "OTLP_PROTOCOL", "TRACE_SAMPLE_RATIO")
+    names = ("OTLP_ENDPOINT", "OTLP_PROTOCOL", "TRACE_SAMPLE_RATIO", "TRACE_SERVICE_NAME")
     return {
         key.removeprefix("MODELGATE_").lower(): value
         for key, value in service["environment"].items()
