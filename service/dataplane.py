@@ -27,6 +27,7 @@ from service.backends.base import InferenceBackend, Readiness
 from service.batcher import Batcher
 from service.errors import BadInput, ModelGateError, ModelNotFound
 from service.metrics import UNKNOWN_MODEL, Metrics
+from service.monitoring.ood import ModelOod, OodDetector, OodResult
 from service.postprocess import top_k as top_k_predictions
 from service.repository import ModelSpec
 from service.settings import Settings
@@ -53,6 +54,9 @@ def new_request_id() -> str:
     return f"{_id_prefix}{next(_id_counter):016x}"
 
 
+# Where a request's OOD result waits in `RequestScope.extra` for the transport to answer with it.
+OOD_KEY = "ood"
+
 # Payloads at least this large are decoded in a worker thread so the event loop keeps serving.
 THREAD_DECODE_BYTES = 256 * 1024
 
@@ -67,6 +71,8 @@ class PredictResult:
     predictions: list[dict[str, Any]]
     # the model's output rows ([inputs, classes]), for callers that want more than the top-k
     logits: np.ndarray | None = None
+    # out-of-distribution scores and flags (None when monitoring is off or the model has none)
+    ood: OodResult | None = None
 
 
 @dataclass
@@ -169,6 +175,10 @@ class _Model:
             max_queue_rows=settings.max_queue_size,
             concurrency=settings.batch_concurrency * backend.replicas,
             observer=metrics.observer(spec.name),
+        )
+        detector = OodDetector.load(spec.path / spec.version) if settings.ood_enabled else None
+        self.ood = (
+            None if detector is None else ModelOod(detector, metrics.ood, spec.name, spec.version)
         )
 
 
@@ -284,9 +294,13 @@ class DataPlane:
         k = top_k if top_k is not None else self.settings.default_top_k
         if k < 1:
             raise BadInput("top_k must be at least 1")
-        logits = await self._infer_payloads(model, payloads, scope.deadline)
+        logits = await self._infer_payloads(model, payloads, scope)
         t0 = time.monotonic()
         predictions = top_k_predictions(logits, spec.labels, k)
+        ood: OodResult | None = scope.extra.get(OOD_KEY)
+        if ood is not None:
+            for row, prediction in enumerate(predictions):
+                prediction.update(ood.fields(row))
         self._stage(spec.name, "postprocess", t0)
         return PredictResult(
             model=spec.name,
@@ -294,6 +308,7 @@ class DataPlane:
             request_id=scope.request_id,
             predictions=predictions,
             logits=logits,
+            ood=ood,
         )
 
     async def infer_payloads(
@@ -301,10 +316,10 @@ class DataPlane:
     ) -> np.ndarray:
         """Raw payloads in, the model's output rows out ([payloads, classes]); for protocols that
         return tensors and build their own answer from them (OIP)."""
-        return await self._infer_payloads(self._get(name, version), payloads, scope.deadline)
+        return await self._infer_payloads(self._get(name, version), payloads, scope)
 
     async def _infer_payloads(
-        self, model: _Model, payloads: Sequence[Any], deadline: float
+        self, model: _Model, payloads: Sequence[Any], scope: RequestScope
     ) -> np.ndarray:
         spec = model.spec
         if not payloads:
@@ -327,8 +342,11 @@ class DataPlane:
             self._stage(spec.name, "preprocess", t1)
             items.append({k_: v[None, ...] for k_, v in tensors.items()})
         inputs = model.collator(items)
-        outputs = await model.batcher.submit(inputs, len(items), deadline)
-        return outputs[spec.output].reshape(len(items), -1)
+        outputs = await model.batcher.submit(inputs, len(items), scope.deadline)
+        logits = outputs[spec.output].reshape(len(items), -1)
+        if model.ood is not None:
+            scope.extra[OOD_KEY] = model.ood(inputs, logits)
+        return logits
 
     def validate_tensors(self, spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> int:
         """Check names, datatypes and shapes against config.pbtxt; returns the number of rows."""
@@ -378,13 +396,19 @@ class DataPlane:
         """
         if scope is None:
             async with self.track(name, "infer", protocol) as own:
-                return await self._infer_tensors(name, version, inputs, own.deadline)
-        return await self._infer_tensors(name, version, inputs, scope.deadline)
+                return await self._infer_tensors(name, version, inputs, own)
+        return await self._infer_tensors(name, version, inputs, scope)
 
     async def _infer_tensors(
-        self, name: str, version: str | None, inputs: Mapping[str, np.ndarray], deadline: float
+        self,
+        name: str,
+        version: str | None,
+        inputs: Mapping[str, np.ndarray],
+        scope: RequestScope,
     ) -> dict[str, np.ndarray]:
         model = self._get(name, version)
         rows = self.validate_tensors(model.spec, inputs)
-        outputs = await model.batcher.submit(dict(inputs), rows, deadline)
+        outputs = await model.batcher.submit(dict(inputs), rows, scope.deadline)
+        if model.ood is not None:
+            scope.extra[OOD_KEY] = model.ood(inputs, outputs[model.spec.output])
         return dict(outputs)

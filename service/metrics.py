@@ -20,6 +20,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+from service.monitoring.ood import OodMetrics
+
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03,
     0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0,
@@ -129,6 +131,7 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
+        self.ood = OodMetrics(r)
         for (
             model
         ) in models:  # zero series up front, so rates and alerts work before the first error

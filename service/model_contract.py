@@ -29,6 +29,10 @@ EVALUATION_FILE = "evaluation.json"
 CARD_FILE = "MODEL_CARD.md"
 # Written by `modelgate build` into `<model>/<version>/`: the MLflow run that made the version.
 RUN_FILE = "run.json"
+# Written by `modelgate build` into `<model>/<version>/`: the out-of-distribution detector
+# (service/monitoring/ood.py) and its arrays.
+OOD_FILE = "ood.json"
+OOD_ARRAYS_FILE = "ood.npz"
 # Triton's custom model configurations: `--model-config-name=gpu` loads configs/gpu.pbtxt.
 GPU_CONFIG_FILE = "configs/gpu.pbtxt"
 WARMUP_DIR = "warmup"

@@ -102,6 +102,11 @@ class Settings(BaseSettings):
     rows of a small model take tens of microseconds, less than handing them to a thread costs);
     larger batches run in a worker thread so the loop keeps serving. 0: always a thread."""
 
+    ood_enabled: bool = True
+    """Score every input for how far it lies from the model's training data and flag those past
+    the calibrated threshold (`ood_score`/`ood` in answers, `modelgate_ood_*` metrics; needs the
+    version's ood.json, written by `modelgate build`). Off: no scoring and no such fields."""
+
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     """Log level of the gateway and uvicorn."""
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from service import model_contract as contract
-from training import data, evaluation_items, fingerprint, repository, slices, tracking
+from training import data, evaluation_items, fingerprint, ood, repository, slices, tracking
 from training.evaluate import evaluate_model_dir, evaluation_sets
 from training.export import PARITY_ATOL, PARITY_RTOL, ParityCase, check_parity, export_onnx
 from training.recipes import MAX_BATCH_SIZE, RECIPES, Prepared, Recipe
@@ -212,15 +212,18 @@ def build_model(
         extra_card = ""
         if prepared.extra_evaluation is not None:
             record["evaluation_sets"], extra_card = prepared.extra_evaluation(model_dir, version)
+        # The out-of-distribution detector: fitted on the training split, calibrated on held-out.
+        record["ood"] = ood.fit_and_write(model_dir, version)
         (model_dir / contract.EVALUATION_FILE).write_text(
             evaluation_items.dumps(record), encoding="utf-8"
         )
+        card = model_card(name, recipe.kind, prepared, record, parity, groups, extra_card)
         (model_dir / contract.CARD_FILE).write_text(
-            model_card(name, recipe.kind, prepared, record, parity, groups, extra_card),
-            encoding="utf-8",
+            ood.with_card_section(card, record["ood"]), encoding="utf-8"
         )
         for artifact in (
             version_dir / contract.MODEL_FILE,
+            version_dir / contract.OOD_FILE,
             model_dir / contract.CARD_FILE,
             model_dir / contract.EVALUATION_FILE,
             model_dir / contract.CONFIG_FILE,

@@ -35,6 +35,13 @@ def build(
         int | None,
         typer.Option(min=1, help="Train this many epochs instead of the recipe's (experiments)."),
     ] = None,
+    ood_only: Annotated[
+        bool,
+        typer.Option(
+            help="Only fit and calibrate the out-of-distribution detector of each model's newest "
+            "committed version (no retraining; the ONNX file and other figures stay as they are)."
+        ),
+    ] = False,
 ) -> None:
     """Train every model on its real data, export to ONNX, check parity and write the repository.
 
@@ -52,6 +59,16 @@ def build(
     unknown = sorted(set(model or []) - set(RECIPES))
     if unknown:
         raise typer.BadParameter(f"unknown model(s) {unknown}; known: {sorted(RECIPES)}")
+    if ood_only:
+        from training.ood import refit
+
+        for name in model or sorted(RECIPES):
+            figures = refit(repository / name)
+            typer.echo(
+                f"{name}: OOD threshold {figures['threshold']}, held-out false positives "
+                f"{figures['false_positive_rate']:.2%}"
+            )
+        return
     try:
         build_repository(repository, model, new_version, tracking_uri, epochs)
     except GroupFloorError as refused:

@@ -66,7 +66,13 @@ def test_model_metadata_and_config(gateway: RunningGateway, model: str) -> None:
     assert metadata["name"] == model and metadata["versions"] == ["1"]
     raw = {t["name"]: t for t in metadata["inputs"]}[RAW_INPUTS[model]]
     assert raw["datatype"] == "BYTES" and raw["shape"] == ["-1", "1"]  # int64 as JSON strings
-    assert [o["name"] for o in metadata["outputs"]] == ["LOGITS", "PROBABILITIES", "LABELS"]
+    assert [o["name"] for o in metadata["outputs"]] == [
+        "LOGITS",
+        "PROBABILITIES",
+        "LABELS",
+        "OOD_SCORE",
+        "OOD",
+    ]
     http_metadata = httpclient.InferenceServerClient(
         gateway.url.removeprefix("http://")
     ).get_model_metadata(model)

@@ -61,7 +61,13 @@ def test_model_metadata_and_config(gateway: RunningGateway, model: str) -> None:
         "datatype": "BYTES",
         "shape": [-1, 1],
     }
-    assert [o["name"] for o in metadata["outputs"]] == ["LOGITS", "PROBABILITIES", "LABELS"]
+    assert [o["name"] for o in metadata["outputs"]] == [
+        "LOGITS",
+        "PROBABILITIES",
+        "LABELS",
+        "OOD_SCORE",
+        "OOD",
+    ]
     config = client.get_model_config(model)
     assert config["name"] == model and config["max_batch_size"] == 64
     assert [i["name"] for i in config["input"]] == [

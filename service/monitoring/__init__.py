@@ -1,0 +1,1 @@
+"""What the gateway watches about the models themselves (not only their latency)."""
