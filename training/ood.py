@@ -611,19 +611,27 @@ def card_section(figures: dict[str, Any]) -> str:
             )
             groups += f"\nAUROC of `{name}` by group: {cells}.\n"
     table = "\n".join(rows)
+    detector = " ".join(
+        [
+            f"Detector: {figures['method']}; fitted on the training data only, stored in",
+            f"`{figures['file']}` (arrays in `{contract.OOD_ARRAYS_FILE}` beside it).",
+            f"Threshold **{figures['threshold']:.4f}**: the",
+            f"{figures['calibration_quantile']:.0%} quantile of the scores of",
+            f"{figures['calibration_size']} held-out in-distribution items (the even positions of",
+            f"each held-out set); the other {figures['evaluation_size']} give the false-positive",
+            f"rate, **{figures['false_positive_rate']:.2%}**, and are what AUROC compares each",
+            "out-of-distribution set with. No set below was used to fit or calibrate; the",
+            "component weights were chosen during development with these sets in view, so the",
+            "figures are not a blind test.",
+        ]
+    )
     return f"""
 {CARD_HEADING}
 Every answer carries an out-of-distribution score (`ood_score`) and a flag (`ood`: score above
 the threshold); the gateway counts both per model and version, and an alert fires when the
-flagged share stays well above the rate below (docs/monitoring.md).
+flagged share stays well above the held-out rate (docs/out-of-distribution.md).
 
-Detector: {figures["method"]}; fitted on the training data only, in `{figures["file"]}`.
-Threshold **{figures["threshold"]:.4f}**: the {figures["calibration_quantile"]:.0%} quantile of
-the scores of {figures["calibration_size"]} held-out in-distribution items (even positions of
-each held-out set); the other {figures["evaluation_size"]} give the false-positive rate,
-**{figures["false_positive_rate"]:.2%}**. AUROC is against those same
-{figures["evaluation_size"]} items. No out-of-distribution set below was used to fit or
-calibrate.
+{detector}
 
 | set | what | items | AUROC | at the threshold |
 |---|---|---|---|---|

@@ -9,7 +9,7 @@ Either way the answer may hold the model's outputs (`LOGITS`) plus `PROBABILITIE
 `LABELS` (the `top_k` best label names, best first) and, when the model has an out-of-distribution
 detector and monitoring is on, `OOD_SCORE` (FP32 [batch, 1]) and `OOD` (BOOL [batch, 1]):
 extra outputs rather than response parameters, because parameters are one per response and a
-batch needs one value per row (docs/monitoring.md). Triton's classification extension
+batch needs one value per row (docs/out-of-distribution.md). Triton's classification extension
 (`classification: k` on a requested output) is honoured too, answering "score:index:label".
 """
 

@@ -35,6 +35,9 @@ def test_rebuild_reaches_the_committed_accuracy(rebuilt: Path, name: str) -> Non
     # Same data, seeds and code: the same model up to thread-order noise.
     assert fresh["held_out"]["accuracy"] >= committed["held_out"]["accuracy"] - 0.03
     assert all(c["max_abs_diff"] < 1e-4 for c in fresh["parity"]["cases"])
+    # The build fits and calibrates the version's out-of-distribution detector.
+    assert (rebuilt / name / "1" / contract.OOD_FILE).is_file()
+    assert fresh["ood"]["false_positive_rate"] <= 0.05
     for config_file in (contract.CONFIG_FILE, contract.GPU_CONFIG_FILE):
         committed_config = (COMMITTED / name / config_file).read_text()
         assert (rebuilt / name / config_file).read_text() == committed_config

@@ -134,3 +134,15 @@ def test_the_setting_turns_scoring_off(start_gateway: GatewayFactory) -> None:
     with pytest.raises(Exception, match="out-of-distribution monitoring"):
         client.infer("digits_cnn", [image], outputs=asked)
     client.close()
+
+
+def test_the_embedded_backend_scores_too(start_gateway: GatewayFactory) -> None:
+    gateway = start_gateway(backend="embedded")
+    response = httpx.post(
+        f"{gateway.url}/v1/models/langid_transformer/predict",
+        json={"inputs": ["guten morgen meine freunde", "ğüşıçö ğüşıçö ğüşıçö"]},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    flags = [p["ood"] for p in response.json()["predictions"]]
+    assert flags == [False, True]
