@@ -55,8 +55,8 @@ PIXEL_COMPONENTS = 40  # principal components of the 28x28 training inputs kept
 BIGRAM_SHARE = 0.8  # p = share * p(token | previous) + (1 - share) * p(token)
 UNIGRAM_PSEUDOCOUNT = 0.5
 # Component statistics from every n-th training row (language id: 8,000 of its 48,000 texts).
-ENERGY_FIT_STRIDE = {"text": 6}
-SEED = 20261125
+COMPONENT_FIT_STRIDE = {"text": 6}
+SEED = data.SEED  # the out-of-distribution sets are drawn with the project seed
 
 
 def _ledoit_wolf_precision(rows: np.ndarray) -> np.ndarray:
@@ -432,7 +432,7 @@ def fit(model_dir: Path, version: int) -> tuple[dict[str, Any], dict[str, np.nda
             sequence_precision=_ledoit_wolf_precision(summary).astype(np.float32),
         )
     # Each component's mean and spread on training rows, so weights compare like with like.
-    stride = ENERGY_FIT_STRIDE.get(kind, 1)
+    stride = COMPONENT_FIT_STRIDE.get(kind, 1)
     inputs = {k: v[::stride] for k, v in inputs.items()}
     logits = run_onnx(_onnx_path(model_dir, version), inputs)
     record["components"] = [
