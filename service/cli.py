@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from service import rollout_cli
 from service.examples import curl_command
 from service.local_triton import (
     DEFAULT_REPOSITORY,
@@ -35,6 +36,7 @@ app = typer.Typer(
     help="modelgate gateway: serve the model repository behind Triton.",
     pretty_exceptions_enable=False,
 )
+app.add_typer(rollout_cli.app, name="rollout")
 
 RepositoryOption = Annotated[
     Path, typer.Option("--repository", "-r", help="Triton model repository directory.")

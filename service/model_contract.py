@@ -32,6 +32,9 @@ RUN_FILE = "run.json"
 # Triton's custom model configurations: `--model-config-name=gpu` loads configs/gpu.pbtxt.
 GPU_CONFIG_FILE = "configs/gpu.pbtxt"
 WARMUP_DIR = "warmup"
+# Optional, beside config.pbtxt: how unpinned requests are split between versions, and which
+# version shadows them (service/routing.py). Triton ignores it.
+ROUTING_FILE = "routing.json"
 
 
 def is_model_dir(path: Path) -> bool:

@@ -1,0 +1,107 @@
+"""`modelgate rollout`: each step is one routing file change with a clear refusal when it
+makes no sense (the gateway applying it live is tested end to end in test_rollout_e2e)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from modelgate.cli import app
+from service.model_contract import CONFIG_FILE, ROUTING_FILE
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    model = tmp_path / "m"
+    for version in ("1", "2"):
+        (model / version).mkdir(parents=True)
+    (model / CONFIG_FILE).write_text('name: "m"\n')
+    return tmp_path
+
+
+def rollout(repo: Path, *args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["rollout", *args, "-r", str(repo)])
+    return result.exit_code, result.output
+
+
+def routing(repo: Path) -> dict[str, object]:
+    data = json.loads((repo / "m" / ROUTING_FILE).read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_the_whole_lifecycle(repo: Path) -> None:
+    assert rollout(repo, "hold", "m", "--version", "1")[0] == 0
+    assert routing(repo) == {"weights": {"1": 100}}
+
+    code, out = rollout(repo, "canary", "m", "--version", "2", "--percent", "10")
+    assert code == 0 and "v1 90 %, v2 10 %" in out
+    assert routing(repo) == {"weights": {"1": 90, "2": 10}}
+
+    assert rollout(repo, "shadow", "m", "--version", "2")[0] == 0
+    assert routing(repo) == {"weights": {"1": 90, "2": 10}, "shadow": "2"}
+
+    code, out = rollout(repo, "status", "m")
+    assert code == 0 and "v1 90 %, v2 10 %" in out and "shadow: v2" in out
+
+    code, out = rollout(repo, "promote", "m")
+    assert code == 0 and "promoted" in out
+    assert routing(repo) == {"weights": {"2": 100}, "previous": "1"}
+
+    code, out = rollout(repo, "rollback", "m")
+    assert code == 0 and "v1 100 %" in out
+    assert routing(repo) == {"weights": {"1": 100}}
+
+
+def test_rollback_ends_a_canary_without_a_promote(repo: Path) -> None:
+    rollout(repo, "hold", "m", "--version", "1")
+    rollout(repo, "canary", "m", "--version", "2", "--percent", "30")
+    rollout(repo, "shadow", "m", "--version", "2")
+    assert rollout(repo, "rollback", "m")[0] == 0
+    assert routing(repo) == {"weights": {"1": 100}}
+
+
+def test_promote_without_a_routing_file_takes_the_newest(repo: Path) -> None:
+    rollout(repo, "hold", "m", "--version", "1")
+    assert rollout(repo, "promote", "m")[0] == 0
+    assert routing(repo) == {"weights": {"2": 100}, "previous": "1"}
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        ([], ["rollback", "m"], "nothing to roll back"),
+        ([], ["promote", "m"], "v2 already takes all unpinned traffic"),
+        ([], ["canary", "m", "--version", "3", "--percent", "5"], "has no version 3"),
+        ([], ["canary", "m", "--version", "2", "--percent", "5"], "v2 already takes most"),
+        (["hold", "m", "--version", "1"], ["canary", "m", "--version", "2", "--percent", "100"],
+         "use promote for 100 %"),
+        ([], ["shadow", "m", "--version", "2"], "already takes all traffic"),
+        ([], ["status", "nope"], "no model 'nope'"),
+    ],
+)  # fmt: skip
+def test_steps_that_make_no_sense_are_refused(
+    repo: Path, setup: list[str], args: list[str], message: str
+) -> None:
+    if setup:
+        assert rollout(repo, *setup)[0] == 0
+    before = (repo / "m" / ROUTING_FILE).read_bytes() if setup else None
+    code, out = rollout(repo, *args)
+    assert code == 1 and message in out
+    after = (repo / "m" / ROUTING_FILE).read_bytes() if setup else None
+    assert before == after  # a refused step writes nothing
+
+
+def test_a_broken_routing_file_is_named(repo: Path) -> None:
+    (repo / "m" / ROUTING_FILE).write_text('{"weights": {"1": 50}}')
+    code, out = rollout(repo, "promote", "m")
+    assert code == 1 and "must sum to 100" in out and "fix or delete the file" in out
+
+
+def test_shadow_needs_a_version_or_off(repo: Path) -> None:
+    assert rollout(repo, "shadow", "m")[0] == 2
