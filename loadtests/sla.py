@@ -141,6 +141,26 @@ class CapacityProfile(_Strict):
         return self
 
 
+class RolloutStep(_Strict):
+    """One `modelgate rollout` step applied while the load runs (`modelgate loadtest`)."""
+
+    at_s: NonNegativeFloat = Field(description="seconds after the warm-up ended")
+    command: Literal["hold", "canary", "shadow", "promote", "rollback"]
+    model: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    version: str | None = Field(None, description="version for hold/canary/shadow/promote")
+    percent: float | None = Field(None, ge=0, lt=100, description="canary share, percent")
+
+    @model_validator(mode="after")
+    def _arguments(self) -> RolloutStep:
+        if self.command == "canary" and (self.version is None or self.percent is None):
+            raise ValueError("a canary step needs `version` and `percent`")
+        if self.command != "canary" and self.percent is not None:
+            raise ValueError("`percent` is only for a canary step")
+        if self.command == "rollback" and self.version is not None:
+            raise ValueError("a rollback step takes no `version` (it returns to the previous one)")
+        return self
+
+
 class Sla(_Strict):
     """A whole SLA file."""
 
@@ -158,6 +178,10 @@ class Sla(_Strict):
     load: LoadProfile
     capacity: CapacityProfile = Field(default_factory=lambda: CapacityProfile.model_validate({}))
     targets: list[Target] = Field(min_length=1)
+    rollout: list[RolloutStep] = Field(
+        default_factory=list,
+        description="routing changes applied during the measured window (needs model_repository)",
+    )
 
     @model_validator(mode="after")
     def _unique_and_reachable(self) -> Sla:
@@ -167,6 +191,19 @@ class Sla(_Strict):
             raise ValueError(f"each model/protocol pair may appear once; repeated: {duplicates}")
         if any(t.protocol == "v2_grpc" for t in self.targets) and not self.grpc_url:
             raise ValueError("a target uses protocol v2_grpc: set grpc_url (host:port)")
+        if self.rollout and not self.model_repository:
+            raise ValueError(
+                "rollout steps change routing.json in the gateway's repository: "
+                "set model_repository"
+            )
+        times = [step.at_s for step in self.rollout]
+        if times != sorted(times):
+            raise ValueError(f"rollout steps must be in time order, got at_s {times}")
+        if self.rollout and times[-1] >= self.load.duration_s:
+            raise ValueError(
+                f"the last rollout step (at_s {times[-1]:g}) must come before the measured "
+                f"window ends (duration_s {self.load.duration_s:g})"
+            )
         return self
 
     def target(self, name: str) -> Target:

@@ -109,6 +109,18 @@ class Settings(BaseSettings):
     """One uvicorn log line per HTTP request. Off by default: it costs CPU on the hot path, and
     the metrics and `X-Request-ID` already account for every request."""
 
+    routing_reload_s: float = Field(default=1.0, gt=0, le=3600)
+    """How often the gateway checks each model's routing.json for changes (mtime), in seconds:
+    a `modelgate rollout` step is in force within this long. The request path never reads it."""
+
+    shadow_max_inflight: int = Field(default=32, ge=1, le=4096)
+    """Shadow copies (routing.json `shadow`) running at once per gateway process; a copy beyond
+    this is dropped, never queued, so shadow work cannot pile up behind real requests."""
+
+    shadow_queue_fraction: float = Field(default=0.5, gt=0, le=1)
+    """A shadow copy is dropped when the primary's or the shadow version's batch queue holds more
+    than this fraction of `max_queue_size` rows: shadow traffic gives way first under load."""
+
     @field_validator("triton_url")
     @classmethod
     def _check_urls(cls, value: str) -> str:
