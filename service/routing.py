@@ -274,14 +274,14 @@ class RoutingTable:
             model: _Watched(repository / model / ROUTING_FILE, frozenset(served))
             for model, served in versions.items()
         }
-        self._policies: dict[str, RoutingPolicy] = {}
+        self.policies: dict[str, RoutingPolicy] = {}
         for model in self._watched:
             self._report(model)
         self.refresh()
 
     def policy(self, model: str) -> RoutingPolicy | None:
         """The policy in force for `model` (None: newest version takes all unpinned traffic)."""
-        return self._policies.get(model)
+        return self.policies.get(model)
 
     def errors(self) -> dict[str, str]:
         """Models whose routing file was refused last time it changed, with the reason."""
@@ -313,7 +313,7 @@ class RoutingTable:
             except FileNotFoundError:
                 signature = None
             if signature == watched.signature and (
-                signature is not None or model not in self._policies
+                signature is not None or model not in self.policies
             ):
                 continue  # unchanged (or still absent)
             try:
@@ -326,12 +326,12 @@ class RoutingTable:
                 self._observer.rejected(model, str(exc))
                 continue
             watched.signature, watched.error = signature, None
-            if policy == self._policies.get(model):
+            if policy == self.policies.get(model):
                 continue
             if policy is None:
-                self._policies.pop(model, None)
+                self.policies.pop(model, None)
             else:
-                self._policies[model] = policy
+                self.policies[model] = policy
             log.info("routing of %s: %s", model, policy.to_json() if policy else "newest version")
             self._report(model)
             changed.append(model)
@@ -339,7 +339,7 @@ class RoutingTable:
 
     def _report(self, model: str) -> None:
         served = self._watched[model].versions
-        policy = self._policies.get(model)
+        policy = self.policies.get(model)
         weights = {v: 0.0 for v in served}
         if policy is not None:
             weights.update(policy.weights)

@@ -49,20 +49,29 @@ def compare(
 ) -> Agreement:
     """Compare two [rows, classes] logit arrays row by row.
 
-    When the versions name their classes differently (a new version may add or reorder
-    labels), the shadow's columns are matched to the primary's by label; classes only one side
-    has count as probability 0 on the other. `ValueError` when nothing can be matched.
+    When the versions list their classes differently but share names (a new version may add or
+    reorder labels), the shadow's columns are matched to the primary's by label; classes only one
+    side has count as probability 0 on the other. Labels with no name in common (renamed) are
+    compared by position. `ValueError` when the outputs cannot be matched.
     """
     if primary.ndim != 2 or shadow.ndim != 2 or primary.shape[0] != shadow.shape[0]:
         raise ValueError(f"cannot compare outputs of shapes {primary.shape} and {shadow.shape}")
     p, q = softmax(primary), softmax(shadow)
-    if list(primary_labels) != list(shadow_labels) and primary_labels and shadow_labels:
+    if _match_by_label(primary_labels, shadow_labels):
         names = list(dict.fromkeys([*primary_labels, *shadow_labels]))
         p, q = _align(p, primary_labels, names), _align(q, shadow_labels, names)
     elif p.shape[1] != q.shape[1]:
         raise ValueError(f"{p.shape[1]} classes against {q.shape[1]} and no labels to match")
     agree = int(np.count_nonzero(np.argmax(p, axis=1) == np.argmax(q, axis=1)))
     return Agreement(int(p.shape[0]), agree, np.mean(np.abs(p - q), axis=1))
+
+
+def _match_by_label(primary: Sequence[str], shadow: Sequence[str]) -> bool:
+    """Match classes by name when the versions share some names but list them differently;
+    equal lists, a missing list, or wholly renamed labels (no name in common) go by position."""
+    if not primary or not shadow or list(primary) == list(shadow):
+        return False
+    return bool(set(primary) & set(shadow))
 
 
 def _align(probs: np.ndarray, labels: Sequence[str], names: list[str]) -> np.ndarray:

@@ -34,6 +34,9 @@ def test_compare_matches_classes_by_label() -> None:
     # A class only the shadow knows takes probability from the others.
     wider = compare(primary, np.array([[5.0, 0.0, 5.0]]), ["cat", "dog"], ["cat", "dog", "cow"])
     assert wider.top1_agree == 1 and wider.abs_diff[0] > 0.1
+    # Renamed labels (no name in common) are compared by position.
+    renamed = compare(primary, primary * 0.5, ["cat", "dog"], ["chat", "chien"])
+    assert renamed.top1_agree == 1 and renamed.abs_diff[0] > 0
 
 
 @pytest.mark.parametrize(
