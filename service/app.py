@@ -17,7 +17,7 @@ from service.dataplane import DataPlane
 from service.fastpath import FastPathApp
 from service.metrics import Metrics
 from service.oip import grpc_api, http_api
-from service.repository import ModelSpec, load_repository
+from service.repository import ModelSpec, load_repository_versions
 from service.rest import endpoints
 from service.rest.errors import install_error_handlers
 from service.rest.middleware import RequestContext
@@ -45,9 +45,11 @@ def create_backend(
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the gateway app; reads the repository now so a broken one fails at startup."""
     settings = settings if settings is not None else Settings()
-    specs = load_repository(settings.model_repository)
+    specs = load_repository_versions(settings.model_repository)
     metrics = Metrics(specs)
-    backend = create_backend(settings, list(specs.values()), metrics)
+    backend = create_backend(
+        settings, [spec for versions in specs.values() for spec in versions.values()], metrics
+    )
     dataplane = DataPlane(settings, specs, backend, metrics)
 
     @asynccontextmanager
@@ -79,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(endpoints.router)
     app.include_router(http_api.router)
     app.add_fast_route("POST", endpoints.PREDICT_PATH, endpoints.predict)
+    app.add_fast_route("POST", endpoints.PREDICT_VERSION_PATH, endpoints.predict)
     app.add_fast_route("POST", http_api.INFER_PATH, http_api.infer)
     app.add_fast_route("POST", http_api.INFER_VERSION_PATH, http_api.infer)
     return app

@@ -4,6 +4,11 @@
   infer -> softmax/top-k/labels.
 - `infer_tensors`: the model's own tensors -> validate against config.pbtxt -> batch -> infer.
 - `track`: wraps one request of any transport to record latency, status class and error reason.
+
+Versions: every served version of a model has its own preprocessor, collator and batcher, so a
+batch never mixes versions. `route` is the one place that picks the version of a request; the
+table it reads (`_served`) is replaced whole when the served set changes (service/lifecycle.py),
+so a request resolves its version with dictionary lookups and no lock.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from service import preprocess
 from service.backends.base import InferenceBackend, Readiness
 from service.batcher import Batcher
 from service.errors import BadInput, ModelGateError, ModelNotFound
-from service.metrics import UNKNOWN_MODEL, Metrics
+from service.metrics import NO_VERSION, UNKNOWN_MODEL, Metrics
 from service.postprocess import top_k as top_k_predictions
 from service.repository import ModelSpec
 from service.settings import Settings
@@ -80,6 +85,12 @@ class RequestScope:
     started: float
     deadline: float
     status: int = 200
+    # The version that answers, set by the data plane once `route` chose it: transports read
+    # the answering version (and its labels) here.
+    spec: ModelSpec | None = None
+    # A stable id of the client (header or key) for routing policies that keep a client on one
+    # version; transports fill it in when they have one.
+    client_key: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -130,9 +141,10 @@ class _Tracked:
         dataplane = self._dataplane
         metrics = dataplane.metrics
         metrics.inflight.dec()
-        label = scope.model if scope.model in dataplane._models else UNKNOWN_MODEL
+        label = scope.model if scope.model in dataplane._served else UNKNOWN_MODEL
         metrics.observe_request(
             label,
+            scope.spec.version if scope.spec is not None else NO_VERSION,
             scope.endpoint,
             scope.protocol,
             scope.status,
@@ -142,7 +154,7 @@ class _Tracked:
 
 
 class _Model:
-    """Runtime state of one model: spec, preprocessor, collator, batcher."""
+    """Runtime state of one model version: spec, preprocessor, collator, batcher."""
 
     def __init__(
         self, spec: ModelSpec, settings: Settings, backend: InferenceBackend, metrics: Metrics
@@ -161,72 +173,122 @@ class _Model:
             return await backend.infer(spec, inputs)
 
         self.batcher = Batcher(
-            spec.name,
+            f"{spec.name} v{spec.version}",
             infer,
             self.collator,
             max_batch_size=max_batch,
             max_delay_s=delay_s,
             max_queue_rows=settings.max_queue_size,
             concurrency=settings.batch_concurrency * backend.replicas,
-            observer=metrics.observer(spec.name),
+            observer=metrics.observer(spec.name, spec.version),
         )
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """The served versions of one model (ascending); replaced whole, never changed in place."""
+
+    versions: Mapping[str, _Model]
+    newest: str  # the highest served version
+
+
+def _served_model(models: Mapping[str, _Model]) -> ServedModel:
+    ordered = dict(sorted(models.items(), key=lambda item: int(item[0])))
+    return ServedModel(versions=ordered, newest=next(reversed(ordered)))
+
+
 class DataPlane:
-    """One instance per process; owns the backend and a batcher per model."""
+    """One instance per process; owns the backend and a batcher per served model version."""
 
     def __init__(
         self,
         settings: Settings,
-        specs: Mapping[str, ModelSpec],
+        specs: Mapping[str, Mapping[str, ModelSpec]],
         backend: InferenceBackend,
         metrics: Metrics,
     ) -> None:
         self.settings = settings
         self.backend = backend
         self.metrics = metrics
-        self._models = {
-            name: _Model(spec, settings, backend, metrics) for name, spec in specs.items()
+        self._served: dict[str, ServedModel] = {
+            name: _served_model({v: self._runtime(spec) for v, spec in versions.items()})
+            for name, versions in specs.items()
         }
+
+    def _runtime(self, spec: ModelSpec) -> _Model:
+        return _Model(spec, self.settings, self.backend, self.metrics)
 
     async def start(self) -> None:
         """Connect the backend and start the batchers."""
         await self.backend.start()
-        for model in self._models.values():
-            model.batcher.start()
+        for served in self._served.values():
+            for model in served.versions.values():
+                model.batcher.start()
 
     async def close(self) -> None:
         """Finish queued work (bounded by `shutdown_grace_s`), then release the backend."""
         await asyncio.gather(
-            *(m.batcher.close(self.settings.shutdown_grace_s) for m in self._models.values())
+            *(
+                m.batcher.close(self.settings.shutdown_grace_s)
+                for served in self._served.values()
+                for m in served.versions.values()
+            )
         )
         await self.backend.close()
+
+    # -- routing ------------------------------------------------------------------------------
+
+    def route(self, model: str, pinned_version: str | None, client_key: str | None = None) -> str:
+        """The version that answers a request for `model`: the pinned one when the client named
+        one (it must be served), else the routing choice. Runs on every request: lookups only.
+
+        Today the choice is the newest served version; `client_key` (a stable id of the
+        client, when the transport has one) lets a routing policy keep a client on one version.
+        """
+        served = self._served.get(model)
+        if served is None:
+            raise ModelNotFound(
+                f"unknown model {model!r}; known models: {', '.join(sorted(self._served))}"
+            )
+        if pinned_version:
+            if pinned_version not in served.versions:
+                raise ModelNotFound(
+                    f"model {model!r} has no served version {pinned_version!r} "
+                    f"(serving {', '.join(served.versions)})"
+                )
+            return pinned_version
+        return served.newest
+
+    def _get(self, name: str, version: str | None = None, client_key: str | None = None) -> _Model:
+        chosen = self.route(name, version, client_key)  # raises ModelNotFound first
+        return self._served[name].versions[chosen]
 
     # -- metadata -----------------------------------------------------------------------------
 
     def models(self) -> list[ModelSpec]:
-        """Every model of the repository."""
-        return [m.spec for m in self._models.values()]
+        """Every model of the repository at its newest served version."""
+        return [s.versions[s.newest].spec for s in self._served.values()]
+
+    def served_specs(self) -> list[ModelSpec]:
+        """Every served version of every model."""
+        return [m.spec for s in self._served.values() for m in s.versions.values()]
+
+    def served_versions(self, name: str) -> dict[str, ModelSpec]:
+        """The served versions of one model, ascending (empty when the model is not served)."""
+        served = self._served.get(name)
+        return {} if served is None else {v: m.spec for v, m in served.versions.items()}
 
     def model(self, name: str, version: str | None = None) -> ModelSpec:
-        """The model `name` (optionally a given version); `ModelNotFound` otherwise."""
-        return self._get(name, version).spec
-
-    def _get(self, name: str, version: str | None = None) -> _Model:
-        model = self._models.get(name)
-        if model is None:
-            raise ModelNotFound(
-                f"unknown model {name!r}; known models: {', '.join(sorted(self._models))}"
-            )
-        if version not in (None, "", model.spec.version):
-            raise ModelNotFound(
-                f"model {name!r} has no served version {version!r} (serving {model.spec.version})"
-            )
-        return model
+        """The model `name` at `version`, or at its newest served version (metadata: no
+        routing); `ModelNotFound` otherwise."""
+        served = self._served.get(name)
+        if served is None or version:
+            return self._get(name, version).spec
+        return served.versions[served.newest].spec
 
     async def ready(self) -> Readiness:
         """Whether the backend can serve every model now."""
-        return await self.backend.readiness(self.models())
+        return await self.backend.readiness(self.served_specs())
 
     async def model_ready(self, spec: ModelSpec) -> Readiness:
         """Whether the backend can serve this one model now."""
@@ -240,16 +302,16 @@ class DataPlane:
         """Time one request of any transport and count it by status class and error reason."""
         return _Tracked(self, model, endpoint, protocol, request_id)
 
-    def _stage(self, model: str, stage: str, started: float) -> float:
+    def _stage(self, spec: ModelSpec, stage: str, started: float) -> float:
         now = time.monotonic()
-        self.metrics.observe_stage(model, stage, now - started)
+        self.metrics.observe_stage(spec.name, spec.version, stage, now - started)
         return now
 
     # -- inference ----------------------------------------------------------------------------
 
-    def payloads_from_json(self, name: str, value: Any) -> list[Any]:
+    def payloads_from_json(self, name: str, value: Any, version: str | None = None) -> list[Any]:
         """Split a JSON `inputs` value into payloads the model's preprocessor takes."""
-        return self._get(name).preprocessor.from_json(value)
+        return self._get(name, version).preprocessor.from_json(value)
 
     async def predict(
         self,
@@ -279,15 +341,16 @@ class DataPlane:
         scope: RequestScope,
         version: str | None,
     ) -> PredictResult:
-        model = self._get(name, version)
+        model = self._get(name, version, scope.client_key)
         spec = model.spec
+        scope.spec = spec
         k = top_k if top_k is not None else self.settings.default_top_k
         if k < 1:
             raise BadInput("top_k must be at least 1")
         logits = await self._infer_payloads(model, payloads, scope.deadline)
         t0 = time.monotonic()
         predictions = top_k_predictions(logits, spec.labels, k)
-        self._stage(spec.name, "postprocess", t0)
+        self._stage(spec, "postprocess", t0)
         return PredictResult(
             model=spec.name,
             version=spec.version,
@@ -301,7 +364,9 @@ class DataPlane:
     ) -> np.ndarray:
         """Raw payloads in, the model's output rows out ([payloads, classes]); for protocols that
         return tensors and build their own answer from them (OIP)."""
-        return await self._infer_payloads(self._get(name, version), payloads, scope.deadline)
+        model = self._get(name, version, scope.client_key)
+        scope.spec = model.spec
+        return await self._infer_payloads(model, payloads, scope.deadline)
 
     async def _infer_payloads(
         self, model: _Model, payloads: Sequence[Any], deadline: float
@@ -322,9 +387,9 @@ class DataPlane:
                 decoded = await asyncio.to_thread(preprocessor.decode, payload)
             else:
                 decoded = preprocessor.decode(payload)
-            t1 = self._stage(spec.name, "decode", t0)
+            t1 = self._stage(spec, "decode", t0)
             tensors = preprocessor.preprocess(decoded)
-            self._stage(spec.name, "preprocess", t1)
+            self._stage(spec, "preprocess", t1)
             items.append({k_: v[None, ...] for k_, v in tensors.items()})
         inputs = model.collator(items)
         outputs = await model.batcher.submit(inputs, len(items), deadline)
@@ -378,13 +443,18 @@ class DataPlane:
         """
         if scope is None:
             async with self.track(name, "infer", protocol) as own:
-                return await self._infer_tensors(name, version, inputs, own.deadline)
-        return await self._infer_tensors(name, version, inputs, scope.deadline)
+                return await self._infer_tensors(name, version, inputs, own)
+        return await self._infer_tensors(name, version, inputs, scope)
 
     async def _infer_tensors(
-        self, name: str, version: str | None, inputs: Mapping[str, np.ndarray], deadline: float
+        self,
+        name: str,
+        version: str | None,
+        inputs: Mapping[str, np.ndarray],
+        scope: RequestScope,
     ) -> dict[str, np.ndarray]:
-        model = self._get(name, version)
+        model = self._get(name, version, scope.client_key)
+        scope.spec = model.spec
         rows = self.validate_tensors(model.spec, inputs)
-        outputs = await model.batcher.submit(dict(inputs), rows, deadline)
+        outputs = await model.batcher.submit(dict(inputs), rows, scope.deadline)
         return dict(outputs)

@@ -37,6 +37,17 @@ WARMUP_DIR = "warmup"
 ROUTING_FILE = "routing.json"
 
 
+def artifact_path(model_dir: Path, version: int | str | None, filename: str) -> Path:
+    """A version's preprocessing/labels/tokenizer file: `<model>/<version>/<filename>` when the
+    version carries its own (written by `modelgate build --new-version`), else the model-level
+    `<model>/<filename>` (every version of a repository written before versions had their own)."""
+    if version is not None:
+        own = model_dir / str(version) / filename
+        if own.is_file():
+            return own
+    return model_dir / filename
+
+
 def is_model_dir(path: Path) -> bool:
     """A directory Triton serves as a model: it holds a config.pbtxt."""
     return (path / CONFIG_FILE).is_file()

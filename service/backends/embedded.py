@@ -15,32 +15,33 @@ from service.repository import ModelSpec
 
 
 class EmbeddedBackend(InferenceBackend):
-    """One ONNX Runtime session per model; tiny batches run inline, larger ones in a small thread
-    pool off the event loop."""
+    """One ONNX Runtime session per model version; tiny batches run inline, larger ones in a small
+    thread pool off the event loop."""
 
     def __init__(self, specs: list[ModelSpec], threads: int = 1, inline_rows: int = 16) -> None:
         self._specs = specs
         self._threads = threads
         self._inline_rows = inline_rows
-        self._sessions: dict[str, ort.InferenceSession] = {}
-        self._errors: dict[str, str] = {}
+        self._sessions: dict[tuple[str, str], ort.InferenceSession] = {}
+        self._errors: dict[tuple[str, str], str] = {}
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, len(specs)), thread_name_prefix="onnxruntime"
         )
 
+    def _session(self, spec: ModelSpec) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self._threads
+        options.inter_op_num_threads = 1
+        return ort.InferenceSession(
+            str(spec.onnx_path), options, providers=["CPUExecutionProvider"]
+        )
+
     async def start(self) -> None:
         for spec in self._specs:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self._threads
-            options.inter_op_num_threads = 1
             try:
-                self._sessions[spec.name] = ort.InferenceSession(
-                    str(spec.onnx_path), options, providers=["CPUExecutionProvider"]
-                )
-            except (
-                Exception
-            ) as exc:  # reported through readiness, like a model Triton failed to load
-                self._errors[spec.name] = f"{type(exc).__name__}: {exc}"
+                self._sessions[spec.name, spec.version] = self._session(spec)
+            except Exception as exc:  # reported through readiness, as Triton reports a model
+                self._errors[spec.name, spec.version] = f"{type(exc).__name__}: {exc}"
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -49,10 +50,12 @@ class EmbeddedBackend(InferenceBackend):
     async def infer(
         self, spec: ModelSpec, inputs: Mapping[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        session = self._sessions.get(spec.name)
+        key = (spec.name, spec.version)
+        session = self._sessions.get(key)
         if session is None:
             raise UpstreamError(
-                f"model {spec.name} is not loaded: {self._errors.get(spec.name, 'unknown')}"
+                f"model {spec.name} version {spec.version} is not loaded: "
+                f"{self._errors.get(key, 'unknown')}"
             )
         names = [o.name for o in spec.outputs]
         feed = {t.name: inputs[t.name] for t in spec.inputs}
@@ -73,9 +76,9 @@ class EmbeddedBackend(InferenceBackend):
 
     async def readiness(self, specs: list[ModelSpec]) -> Readiness:
         missing = [
-            f"{s.name}: {self._errors.get(s.name, 'not loaded')}"
+            f"{s.name} v{s.version}: {self._errors.get((s.name, s.version), 'not loaded')}"
             for s in specs
-            if s.name not in self._sessions
+            if (s.name, s.version) not in self._sessions
         ]
         if missing:
             return Readiness(False, "; ".join(missing), {"embedded": False})

@@ -77,7 +77,8 @@ class TritonBackend(InferenceBackend):
         self._channels: list[grpc.aio.Channel] = []
         self._next = itertools.cycle(range(len(self.urls)))
         self._outputs: dict[str, list[Any]] = {}
-        self._templates: dict[str, service_pb2.ModelInferRequest] = {}
+        # One request template per (model, version): a batch never mixes versions.
+        self._templates: dict[tuple[str, str], service_pb2.ModelInferRequest] = {}
 
     async def start(self) -> None:
         if self.protocol == "grpc":
@@ -102,15 +103,16 @@ class TritonBackend(InferenceBackend):
     def _grpc_request(
         self, spec: ModelSpec, inputs: Mapping[str, np.ndarray]
     ) -> service_pb2.ModelInferRequest:
-        template = self._templates.get(spec.name)
-        if template is None:  # the same for every batch of the model: built once
+        key = (spec.name, spec.version)
+        template = self._templates.get(key)
+        if template is None:  # the same for every batch of the version: built once
             template = service_pb2.ModelInferRequest(
                 model_name=spec.name,
                 model_version=spec.version,
                 inputs=[{"name": t.name, "datatype": t.datatype} for t in spec.inputs],
                 outputs=[{"name": o.name} for o in spec.outputs],
             )
-            self._templates[spec.name] = template
+            self._templates[key] = template
         request = service_pb2.ModelInferRequest()
         request.CopyFrom(template)
         for tensor, message in zip(spec.inputs, request.inputs, strict=True):

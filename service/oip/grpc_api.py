@@ -247,7 +247,8 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
                     top_k(request),
                     scope,
                 )
-                return encode_response(spec.name, spec.version, request.id, outputs)
+                answered = scope.spec or spec
+                return encode_response(spec.name, answered.version, request.id, outputs)
         except Exception as exc:
             await self._abort(context, exc)
         raise AssertionError("unreachable: abort raises")

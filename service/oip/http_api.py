@@ -131,7 +131,8 @@ async def infer(request: Request, model: str, version: str | None = None) -> Res
             outputs = await core.infer(
                 dataplane, model, version, decoded.inputs, decoded.outputs, decoded.top_k, scope
             )
-            content, header_length = encode_response(spec.name, spec.version, decoded, outputs)
+            answered = scope.spec or spec
+            content, header_length = encode_response(spec.name, answered.version, decoded, outputs)
     except ModelGateError as exc:
         return protocol_error(exc)
     except Exception:  # already logged with its trace by `track`

@@ -56,6 +56,7 @@ REST_PREDICTIONS = (
         "model": "langid_transformer",
         "protocol": "rest",
         "status_class": "2xx",
+        "version": "1",
     },
 )
 MAX_REQUESTS = 200  # the kernel hands new connections to either worker; both soon get some
