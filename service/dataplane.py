@@ -36,6 +36,7 @@ from service.postprocess import top_k as top_k_predictions
 from service.repository import ModelSpec
 from service.settings import Settings
 from service.tensors import Collator
+from service.traffic import Traffic, preprocessing_key
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ class _Model:
     ) -> None:
         self.spec = spec
         self.preprocessor = preprocess.for_model(spec, max_image_pixels=settings.max_image_pixels)
+        self.preprocessing_key = preprocessing_key(spec)  # shadow copies reuse equal tensors
         self.collator = Collator(spec)
         max_batch = min(settings.max_batch_size or spec.max_batch_size, spec.max_batch_size)
         delay_s = (
@@ -214,6 +216,12 @@ class DataPlane:
             name: _served_model({v: self._runtime(spec) for v, spec in versions.items()})
             for name, versions in specs.items()
         }
+        # Canary weights and shadow versions from each model's routing.json (service/routing.py);
+        # `routing` is read per unpinned request: one dict lookup, empty without routing files.
+        self.traffic = Traffic(
+            settings, {n: list(s.versions) for n, s in self._served.items()}, metrics.registry
+        )
+        self.routing = self.traffic.policies
 
     def _runtime(self, spec: ModelSpec) -> _Model:
         return _Model(spec, self.settings, self.backend, self.metrics)
@@ -224,9 +232,12 @@ class DataPlane:
         for served in self._served.values():
             for model in served.versions.values():
                 model.batcher.start()
+        self.traffic.start()
 
     async def close(self) -> None:
-        """Finish queued work (bounded by `shutdown_grace_s`), then release the backend."""
+        """Finish queued work (bounded by `shutdown_grace_s`), then release the backend.
+        Shadow copies still running are cancelled first: they never hold a shutdown."""
+        await self.traffic.close()
         await asyncio.gather(
             *(
                 m.batcher.close(self.settings.shutdown_grace_s)
@@ -242,8 +253,9 @@ class DataPlane:
         """The version that answers a request for `model`: the pinned one when the client named
         one (it must be served), else the routing choice. Runs on every request: lookups only.
 
-        Today the choice is the newest served version; `client_key` (a stable id of the
-        client, when the transport has one) lets a routing policy keep a client on one version.
+        Unpinned: the model's routing policy (routing.json weights; `client_key`, a stable id of
+        the client when the transport has one, keeps a client on one version), else the newest
+        served version.
         """
         served = self._served.get(model)
         if served is None:
@@ -257,6 +269,11 @@ class DataPlane:
                     f"(serving {', '.join(served.versions)})"
                 )
             return pinned_version
+        policy = self.routing.get(model)
+        if policy is not None:
+            chosen = policy.pick(client_key)
+            if chosen in served.versions:  # else unloaded since the file was read: the newest
+                return chosen
         return served.newest
 
     def _get(self, name: str, version: str | None = None, client_key: str | None = None) -> _Model:
@@ -347,7 +364,7 @@ class DataPlane:
         k = top_k if top_k is not None else self.settings.default_top_k
         if k < 1:
             raise BadInput("top_k must be at least 1")
-        logits = await self._infer_payloads(model, payloads, scope.deadline)
+        logits = await self._infer_payloads(model, payloads, scope.deadline, routed=not version)
         t0 = time.monotonic()
         predictions = top_k_predictions(logits, spec.labels, k)
         self._stage(spec, "postprocess", t0)
@@ -366,10 +383,10 @@ class DataPlane:
         return tensors and build their own answer from them (OIP)."""
         model = self._get(name, version, scope.client_key)
         scope.spec = model.spec
-        return await self._infer_payloads(model, payloads, scope.deadline)
+        return await self._infer_payloads(model, payloads, scope.deadline, routed=not version)
 
     async def _infer_payloads(
-        self, model: _Model, payloads: Sequence[Any], deadline: float
+        self, model: _Model, payloads: Sequence[Any], deadline: float, routed: bool = False
     ) -> np.ndarray:
         spec = model.spec
         if not payloads:
@@ -393,7 +410,45 @@ class DataPlane:
             items.append({k_: v[None, ...] for k_, v in tensors.items()})
         inputs = model.collator(items)
         outputs = await model.batcher.submit(inputs, len(items), deadline)
-        return outputs[spec.output].reshape(len(items), -1)
+        logits = outputs[spec.output].reshape(len(items), -1)
+        if routed and self.routing:
+            self._shadow(model, logits, inputs, len(items), payloads)
+        return logits
+
+    def _shadow(
+        self,
+        model: _Model,
+        logits: np.ndarray,
+        inputs: Mapping[str, np.ndarray],
+        rows: int,
+        payloads: Sequence[Any] | None,
+    ) -> None:
+        """After the primary's answer: offer a copy to the policy's shadow version, if any.
+
+        The copy reuses the primary's tensors when both versions preprocess alike, else it
+        decodes the payloads again with the shadow version's own preprocessing."""
+        spec = model.spec
+        policy = self.routing.get(spec.name)
+        shadow_version = policy.shadow_for(spec.version) if policy is not None else None
+        if shadow_version is None:
+            return
+        target = self._served[spec.name].versions.get(shadow_version)
+        if target is None:  # not served (yet or any more): nothing to compare with
+            return
+        deadline = time.monotonic() + self.settings.request_timeout_s
+
+        async def run() -> np.ndarray:
+            if payloads is not None and target.preprocessing_key != model.preprocessing_key:
+                return await self._infer_payloads(target, payloads, deadline)
+            outputs = await target.batcher.submit(inputs, rows, deadline)
+            return outputs[target.spec.output].reshape(rows, -1)
+
+        limit = model.batcher.max_queue_rows
+        load = max(model.batcher.queued_rows, target.batcher.queued_rows) / limit
+        self.traffic.shadow.offer(
+            spec.name, spec.version, shadow_version, logits, run, load,
+            (spec.labels, target.spec.labels),
+        )  # fmt: skip
 
     def validate_tensors(self, spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> int:
         """Check names, datatypes and shapes against config.pbtxt; returns the number of rows."""
@@ -457,4 +512,7 @@ class DataPlane:
         scope.spec = model.spec
         rows = self.validate_tensors(model.spec, inputs)
         outputs = await model.batcher.submit(dict(inputs), rows, scope.deadline)
+        if not version and self.routing:
+            logits = outputs[model.spec.output].reshape(rows, -1)
+            self._shadow(model, logits, inputs, rows, None)
         return dict(outputs)

@@ -20,6 +20,7 @@ from service import __version__, checks
 from service.dataplane import DataPlane
 from service.errors import BadInput, ModelGateError, ModelNotFound
 from service.oip import core, tensors
+from service.routing import CLIENT_HEADER
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -238,6 +239,8 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
                 self._check_api_key(context)
                 version = request.model_version or None
                 spec = dataplane.model(request.model_name, version)
+                if spec.name in dataplane.routing:  # only a routing policy can use it
+                    scope.client_key = _metadata_value(context, CLIENT_HEADER)
                 outputs = await core.infer(
                     dataplane,
                     spec.name,
@@ -252,6 +255,14 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
         except Exception as exc:
             await self._abort(context, exc)
         raise AssertionError("unreachable: abort raises")
+
+
+def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    """One invocation metadata value (keys arrive lower-case), or None."""
+    for name, value in context.invocation_metadata() or ():
+        if name == key:
+            return value if isinstance(value, str) else value.decode(errors="replace")
+    return None
 
 
 def _unimplemented(method: str) -> Callable[..., Awaitable[None]]:

@@ -15,6 +15,7 @@ from service import checks
 from service.dataplane import DataPlane
 from service.errors import BadInput, InvalidRequest, UnsupportedMediaType
 from service.rest.schemas import ErrorResponse, PredictRequest, PredictResponse, ReadinessResponse
+from service.routing import CLIENT_HEADER
 
 router = APIRouter()
 
@@ -154,6 +155,8 @@ async def predict(model: str, request: Request, version: str | None = None) -> R
         headers = request.headers
         checks.check_api_key(dataplane.settings, headers.get("authorization"))
         dataplane.model(model, version)  # 404 before anything is read
+        if model in dataplane.routing:  # only a routing policy can use the client's id
+            scope.client_key = headers.get(CLIENT_HEADER)
         checks.check_declared_size(dataplane.settings, headers.get("content-length"))
         top_k = _query_top_k(request)
         payloads, body_top_k = await _payloads(request, dataplane, model, version)
