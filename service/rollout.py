@@ -14,7 +14,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.model_contract import ROUTING_FILE, is_model_dir, version_dirs
+from google.protobuf import text_format
+
+from service.model_contract import (
+    CONFIG_FILE,
+    ROUTING_FILE,
+    is_model_dir,
+    parse_config,
+    version_dirs,
+)
+from service.repository import RepositoryError
+from service.repository import served_versions as policy_versions
 from service.routing import RoutingFileError, RoutingPolicy, parse_policy, read_policy, write_policy
 
 
@@ -45,7 +55,7 @@ class RolloutState:
             f"v{v} {w:g} %" for v, w in effective.to_json()["weights"].items() if w > 0
         )
         lines = [
-            f"model {self.model}: versions on disk {', '.join(self.versions)}",
+            f"model {self.model}: served versions {', '.join(self.versions)}",
             f"  unpinned traffic: {weights}"
             + ("" if self.policy is not None else f"  (no {ROUTING_FILE}: newest version)"),
             f"  shadow: v{effective.shadow}" if effective.shadow else "  shadow: none",
@@ -63,8 +73,14 @@ def _rollback_target_text(policy: RoutingPolicy) -> str:
 
 
 def served_versions(model_dir: Path) -> list[str]:
-    """Versions a routing file may name: the model's numeric version directories."""
-    return [str(v) for v in version_dirs(model_dir)]
+    """Versions a routing file may name: those on disk that the config's `version_policy`
+    keeps (what Triton and the gateway serve)."""
+    on_disk = version_dirs(model_dir)
+    try:
+        kept = policy_versions(parse_config(model_dir / CONFIG_FILE), on_disk)
+    except (OSError, text_format.ParseError, RepositoryError):
+        kept = on_disk  # the gateway reports a broken config itself; do not hide the versions
+    return [str(v) for v in kept]
 
 
 def state(repository: Path, model: str) -> RolloutState:
@@ -82,7 +98,7 @@ def state(repository: Path, model: str) -> RolloutState:
         )
     versions = served_versions(model_dir)
     if not versions:
-        raise RolloutError(f"model {model} has no version directory in {model_dir}")
+        raise RolloutError(f"model {model} has no served version in {model_dir}")
     path = model_dir / ROUTING_FILE
     try:
         policy = read_policy(model, path, versions)
@@ -110,8 +126,8 @@ def _apply(
 def _check_version(current: RolloutState, version: str) -> str:
     if version not in current.versions:
         raise RolloutError(
-            f"model {current.model} has no version {version} "
-            f"(versions: {', '.join(current.versions)})"
+            f"model {current.model} serves no version {version} (served: "
+            f"{', '.join(current.versions)}; config.pbtxt's version_policy decides which)"
         )
     return version
 

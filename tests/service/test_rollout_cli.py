@@ -20,7 +20,7 @@ def repo(tmp_path: Path) -> Path:
     model = tmp_path / "m"
     for version in ("1", "2"):
         (model / version).mkdir(parents=True)
-    (model / CONFIG_FILE).write_text('name: "m"\n')
+    (model / CONFIG_FILE).write_text('name: "m"\nversion_policy: { latest: { num_versions: 2 } }\n')
     return tmp_path
 
 
@@ -77,7 +77,7 @@ def test_promote_without_a_routing_file_takes_the_newest(repo: Path) -> None:
     [
         ([], ["rollback", "m"], "nothing to roll back"),
         ([], ["promote", "m"], "v2 already takes all unpinned traffic"),
-        ([], ["canary", "m", "--version", "3", "--percent", "5"], "has no version 3"),
+        ([], ["canary", "m", "--version", "3", "--percent", "5"], "serves no version 3"),
         ([], ["canary", "m", "--version", "2", "--percent", "5"], "v2 already takes most"),
         (["hold", "m", "--version", "1"], ["canary", "m", "--version", "2", "--percent", "100"],
          "use promote for 100 %"),
@@ -101,6 +101,13 @@ def test_a_broken_routing_file_is_named(repo: Path) -> None:
     (repo / "m" / ROUTING_FILE).write_text('{"weights": {"1": 50}}')
     code, out = rollout(repo, "promote", "m")
     assert code == 1 and "must sum to 100" in out and "fix or delete the file" in out
+
+
+def test_only_versions_the_policy_keeps_can_be_routed(repo: Path) -> None:
+    (repo / "m" / "3").mkdir()  # on disk, but the policy keeps the newest two: 2 and 3
+    code, out = rollout(repo, "hold", "m", "--version", "1")
+    assert code == 1 and "serves no version 1 (served: 2, 3" in out
+    assert rollout(repo, "canary", "m", "--version", "2", "--percent", "5")[0] == 0
 
 
 def test_shadow_needs_a_version_or_off(repo: Path) -> None:
