@@ -219,9 +219,12 @@ class DataPlane:
         # Canary weights and shadow versions from each model's routing.json (service/routing.py);
         # `routing` is read per unpinned request: one dict lookup, empty without routing files.
         self.traffic = Traffic(
-            settings, {n: list(s.versions) for n, s in self._served.items()}, metrics.registry
+            settings, self._served_versions(), metrics.registry, served=self._served_versions
         )
         self.routing = self.traffic.policies
+
+    def _served_versions(self) -> dict[str, list[str]]:
+        return {name: list(served.versions) for name, served in self._served.items()}
 
     def _runtime(self, spec: ModelSpec) -> _Model:
         return _Model(spec, self.settings, self.backend, self.metrics)

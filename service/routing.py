@@ -270,6 +270,7 @@ class RoutingTable:
         observer: RoutingObserver | None = None,
     ) -> None:
         self._observer = observer or RoutingObserver()
+        self._repository = repository
         self._watched = {
             model: _Watched(repository / model / ROUTING_FILE, frozenset(served))
             for model, served in versions.items()
@@ -287,15 +288,21 @@ class RoutingTable:
         """Models whose routing file was refused last time it changed, with the reason."""
         return {m: w.error for m, w in self._watched.items() if w.error is not None}
 
-    def set_versions(self, model: str, versions: Collection[str]) -> None:
-        """The served versions changed (a version loaded or unloaded): validate again."""
-        watched = self._watched.get(model)
-        if watched is None:
-            return
-        watched.versions = frozenset(versions)
-        watched.signature = None
-        if not self.refresh([model]):
-            self._report(model)
+    def sync(self, versions: Mapping[str, Collection[str]]) -> None:
+        """Follow the served versions (a version or model loaded or unloaded live): a model
+        whose set changed has its routing file validated again against the new set."""
+        for model, served in versions.items():
+            served_set = frozenset(served)
+            watched = self._watched.get(model)
+            if watched is None:
+                watched = self._watched[model] = _Watched(
+                    self._repository / model / ROUTING_FILE, served_set
+                )
+            elif watched.versions == served_set:
+                continue
+            watched.versions, watched.signature = served_set, None
+            if not self.refresh([model]):
+                self._report(model)
 
     def refresh(self, models: Iterable[str] | None = None) -> list[str]:
         """Re-read the routing files that changed on disk; returns the models whose policy
@@ -347,11 +354,16 @@ class RoutingTable:
             weights[newest(served)] = 100.0
         self._observer.applied(model, weights, policy.shadow if policy else None)
 
-    async def watch(self, every_s: float) -> None:
-        """Refresh every `every_s` seconds until cancelled (a background task of the gateway)."""
+    async def watch(
+        self, every_s: float, served: Callable[[], Mapping[str, Collection[str]]] | None = None
+    ) -> None:
+        """Refresh every `every_s` seconds until cancelled (a background task of the gateway);
+        `served` gives the versions served now, followed with `sync`."""
         while True:
             await asyncio.sleep(every_s)
             try:
+                if served is not None:
+                    self.sync(served())
                 self.refresh()
             except Exception:  # never let the watch die: the next round tries again
                 log.exception("routing refresh failed")
@@ -382,8 +394,13 @@ class RoutingMetrics(RoutingObserver):
             ["model"],
             registry=registry,
         )
+        self._reported: dict[str, set[str]] = {}
 
     def applied(self, model: str, weights: Mapping[str, float], shadow: str | None) -> None:
+        for gone in self._reported.get(model, set()) - set(weights):  # a version unloaded
+            self.weight.remove(model, gone)
+            self.shadowed.remove(model, gone)
+        self._reported[model] = set(weights)
         for version, percent in weights.items():
             self.weight.labels(model=model, version=version).set(percent)
             self.shadowed.labels(model=model, version=version).set(1 if version == shadow else 0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -38,7 +38,10 @@ class Traffic:
         settings: Settings,
         versions: Mapping[str, Collection[str]],
         registry: CollectorRegistry,
+        served: Callable[[], Mapping[str, Collection[str]]] | None = None,
     ) -> None:
+        """`versions`: what is served at start; `served` (optional) what is served now, read
+        by the refresh task so routing follows versions loaded or unloaded live."""
         self.table = RoutingTable(settings.model_repository, versions, RoutingMetrics(registry))
         # The table's own dict: the data plane reads it per request with one lookup.
         self.policies: Mapping[str, RoutingPolicy] = self.table.policies
@@ -48,6 +51,7 @@ class Traffic:
             settings.shadow_queue_fraction,
         )
         self._reload_s = settings.routing_reload_s
+        self._served = served
         self._watch: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -55,7 +59,7 @@ class Traffic:
         if self._watch is None:
             self.table.refresh()
             self._watch = asyncio.get_running_loop().create_task(
-                self.table.watch(self._reload_s), name="routing-watch"
+                self.table.watch(self._reload_s, self._served), name="routing-watch"
             )
 
     async def close(self) -> None:

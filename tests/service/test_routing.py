@@ -215,12 +215,28 @@ def test_a_bad_file_keeps_the_routing_in_force(repo: Path, content: str) -> None
 
 
 def test_served_versions_change_revalidates(repo: Path) -> None:
+    registry = CollectorRegistry()
     write(repo, {"weights": {"1": 50, "3": 50}})
-    table = RoutingTable(repo, {"m": ["1", "2"]}, RoutingMetrics(CollectorRegistry()))
+    table = RoutingTable(repo, {"m": ["1", "2"]}, RoutingMetrics(registry))
     assert table.policy("m") is None and "m" in table.errors()  # version 3 not served yet
-    table.set_versions("m", ["1", "2", "3"])
+    table.sync({"m": ["1", "2", "3"]})
     policy = table.policy("m")
     assert policy is not None and policy.weights == {"1": 50.0, "3": 50.0}
+    assert weight_samples(registry, "m") == {"1": 50.0, "2": 0.0, "3": 50.0}
+
+    (repo / "m" / ROUTING_FILE).unlink()
+    table.sync({"m": ["2", "3"]})  # version 1 unloaded: its series goes
+    assert weight_samples(registry, "m") == {"2": 0.0, "3": 100.0}
+
+
+def test_a_model_loaded_later_is_followed(repo: Path) -> None:
+    (repo / "late").mkdir()
+    (repo / "late" / ROUTING_FILE).write_text(json.dumps({"weights": {"1": 100}}))
+    table = RoutingTable(repo, {"m": ["1"]}, RoutingMetrics(CollectorRegistry()))
+    assert table.policy("late") is None
+    table.sync({"m": ["1"], "late": ["1", "2"]})
+    policy = table.policy("late")
+    assert policy is not None and policy.weights == {"1": 100.0}
 
 
 def test_write_policy_is_atomic_and_leaves_no_temporary_file(repo: Path) -> None:
