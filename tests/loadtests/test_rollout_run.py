@@ -90,28 +90,3 @@ rollout:
     errors = [line for line in verdict["lines"] if line["metric"] == "error ratio"]
     assert errors and all(line["measured"] == 0 for line in errors), errors
     assert json.loads((repository / MODEL / ROUTING_FILE).read_text()) == {"weights": {"1": 100}}
-
-
-def test_a_step_that_cannot_apply_fails_the_run(
-    gateway_url: str, repository: Path, tmp_path: Path
-) -> None:
-    sla = tmp_path / "rollout.yaml"
-    sla.write_text(
-        f"""
-model_repository: {repository}
-load: {{users: 1, spawn_rate: 1, warmup_s: 1, duration_s: 3}}
-targets:
-  - {{model: {MODEL}, budget: {{max_error_ratio: 0}}}}
-rollout:
-  - {{at_s: 1, command: rollback, model: {MODEL}}}
-"""
-    )
-    out = tmp_path / "report"
-    result = subprocess.run(
-        [sys.executable, "-m", "modelgate", "loadtest", "--sla", str(sla), "--host", gateway_url,
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "nothing to roll back" in result.stdout
-    assert "RESULT: FAIL" in result.stdout

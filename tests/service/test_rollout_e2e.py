@@ -161,9 +161,12 @@ def test_canary_weights_hold_over_many_requests(
     route(gateway, repository, {"weights": {"1": 80, "2": 20}})
     requests = 1_200
 
+    local = threading.local()  # one keep-alive client per worker thread
+
     def one(i: int) -> str:
-        with httpx.Client(base_url=gateway.url, timeout=30) as client:
-            answer = rest_predict(client, images[i % len(images)])
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=gateway.url, timeout=30)
+        answer = rest_predict(local.client, images[i % len(images)])
         # The answer is labelled with its version, and its labels are that version's.
         assert answer["predictions"][0]["label"] in labels_of(answer["version"])
         return str(answer["version"])
