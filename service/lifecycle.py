@@ -25,6 +25,7 @@ move to its successor instead of failing (service/dataplane.py `_rerouted`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -196,6 +197,8 @@ class ModelManager:
                     await self.unload(name)
             except ModelGateError as exc:
                 log.warning("repository watch: %s: %s", name, exc.message)
+                if not now:  # gone and not served: nothing more to do for it
+                    self._loaded[name] = now
         return acted
 
     # -- admin operations -----------------------------------------------------------------------
@@ -280,18 +283,21 @@ class ModelManager:
         serving = self.dataplane.served_versions(name)
         previous = self._loaded.get(name, ())
         # A version whose spec and files are unchanged keeps its spec object, so the data plane
-        # keeps its runtime and batcher; the others are new or re-read ("fresh").
+        # keeps its runtime and batcher (if only the served set around it changed, it gets a
+        # runtime with the new spec, but the backend keeps it loaded); the others are new or
+        # changed ("fresh") and are validated, loaded and warmed.
         fresh: dict[str, ModelSpec] = {}
         for version, spec in specs.items():
             old = serving.get(version)
-            if (
+            unchanged = (
                 old is not None
-                and old == spec
+                and dataclasses.replace(old, versions=spec.versions) == spec
                 and _files_of(spec, files) == _files_of(spec, previous)
-            ):
-                specs[version] = old
-            else:
+            )
+            if not unchanged:
                 fresh[version] = spec
+            elif old is not None and old.versions == spec.versions:
+                specs[version] = old
         for spec in fresh.values():
             await asyncio.to_thread(validate_onnx, spec)
 

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from service.local_triton import LocalTriton, LocalTritonError, free_port
-from service.model_contract import MODEL_FILE
+from service.model_contract import CONFIG_FILE, MODEL_FILE
 from service.settings import Settings
 from tests.service.load_clients import Answer, LoadClients
 from tests.service.rest.conftest import RunningGateway
@@ -30,6 +30,7 @@ from tests.service.versioned_repository import (
     VersionReference,
     add_version,
     copy_model,
+    set_version_policy,
 )
 
 pytestmark = [pytest.mark.triton, pytest.mark.gateway]
@@ -173,7 +174,11 @@ def test_admin_can_be_switched_off(repository: Path, triton: LocalTriton) -> Non
 
 
 def test_admin_load_and_unload_with_stock_tritonclient(
-    gateway: RunningGateway, repository: Path, version_2: Path, images: list[bytes]
+    gateway: RunningGateway,
+    triton: LocalTriton,
+    repository: Path,
+    version_2: Path,
+    images: list[bytes],
 ) -> None:
     add_version(repository / MODEL, 2, seed=2, labels=V2_LABELS)
     client = grpcclient.InferenceServerClient(gateway.grpc_url)
@@ -184,6 +189,9 @@ def test_admin_load_and_unload_with_stock_tritonclient(
     assert answer["version"] == "2" and answer["predictions"][0]["label"] in V2_LABELS
     assert client.is_model_ready(MODEL, "2", headers=AUTH)
     assert not client.is_model_ready(MODEL, "1", headers=AUTH)  # latest 1: version 1 left
+    direct = grpcclient.InferenceServerClient(triton.grpc_url)  # and Triton unloaded it
+    assert direct.is_model_ready(MODEL, "2") and not direct.is_model_ready(MODEL, "1")
+    direct.close()
     client.unload_model(MODEL, headers=AUTH)
     assert httpx.post(url, files=upload, headers=AUTH).status_code == 404
     index = client.get_model_repository_index(headers=AUTH, as_json=True)["models"]
@@ -193,6 +201,40 @@ def test_admin_load_and_unload_with_stock_tritonclient(
     assert httpx.post(url, files=upload, headers=AUTH).json()["version"] == "2"
     http.close()
     client.close()
+
+
+def test_two_versions_by_policy_then_one_when_the_newest_is_removed(
+    gateway: RunningGateway,
+    triton: LocalTriton,
+    repository: Path,
+    version_2: Path,
+    images: list[bytes],
+) -> None:
+    """latest 2: both serve; removing version 2 moves traffic to the loaded version 1 first,
+    then Triton drops version 2."""
+    model_dir = repository / MODEL
+    config = model_dir / CONFIG_FILE
+    original = config.read_text()
+    client = grpcclient.InferenceServerClient(gateway.grpc_url)
+    direct = grpcclient.InferenceServerClient(triton.grpc_url)
+    url = f"{gateway.url}/v1/models/{MODEL}"
+    upload = [("files", ("d.png", images[0], "image/png"))]
+    try:
+        add_version(model_dir, 2, seed=2, labels=V2_LABELS)
+        set_version_policy(model_dir, "latest { num_versions: 2 }")
+        client.load_model(MODEL, headers=AUTH)
+        assert direct.is_model_ready(MODEL, "1") and direct.is_model_ready(MODEL, "2")
+        assert httpx.post(f"{url}/predict", files=upload, headers=AUTH).json()["version"] == "2"
+        pinned = httpx.post(f"{url}/versions/1/predict", files=upload, headers=AUTH).json()
+        assert pinned["version"] == "1" and pinned["predictions"][0]["label"] not in V2_LABELS
+        version_2.rename(repository.parent / "removed-by-policy-test")
+        client.load_model(MODEL, headers=AUTH)
+        assert httpx.post(f"{url}/predict", files=upload, headers=AUTH).json()["version"] == "1"
+        assert direct.is_model_ready(MODEL, "1") and not direct.is_model_ready(MODEL, "2")
+    finally:
+        config.write_text(original)
+        client.close()
+        direct.close()
 
 
 def test_new_version_takes_over_and_removal_returns_traffic_under_load(
