@@ -15,8 +15,9 @@ from service.backends.embedded import EmbeddedBackend
 from service.backends.triton import TritonBackend
 from service.dataplane import DataPlane
 from service.fastpath import FastPathApp
+from service.lifecycle import ModelManager
 from service.metrics import Metrics
-from service.oip import grpc_api, http_api
+from service.oip import grpc_api, http_api, repository_http
 from service.repository import ModelSpec, load_repository_versions
 from service.rest import endpoints
 from service.rest.errors import install_error_handlers
@@ -39,6 +40,7 @@ def create_backend(
         settings.triton_protocol,
         settings.triton_timeout_s,
         metrics.triton_up,
+        config_name=settings.triton_config_name,
     )
 
 
@@ -51,19 +53,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings, [spec for versions in specs.values() for spec in versions.values()], metrics
     )
     dataplane = DataPlane(settings, specs, backend, metrics)
+    manager = ModelManager(settings, dataplane, backend, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await dataplane.start()
+        manager.start()
         readiness = await dataplane.ready()
         if not readiness.ready:
             log.warning("backend not ready yet: %s", readiness.reason)
         grpc_server = None
         try:
             if settings.grpc_enabled:  # OIP gRPC: same process, same event loop, same data plane
-                grpc_server = await grpc_api.start_server(dataplane)
+                grpc_server = await grpc_api.start_server(dataplane, manager)
             yield
         finally:
+            await manager.close()
             if grpc_server is not None:
                 await grpc_server.stop(settings.shutdown_grace_s)
             await dataplane.close()
@@ -76,9 +81,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.dataplane = dataplane
+    app.state.model_manager = manager
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(endpoints.router)
+    app.include_router(repository_http.router)  # before http_api's catch-all /v2/...
     app.include_router(http_api.router)
     app.add_fast_route("POST", endpoints.PREDICT_PATH, endpoints.predict)
     app.add_fast_route("POST", endpoints.PREDICT_VERSION_PATH, endpoints.predict)

@@ -229,7 +229,9 @@ def up(
     # ignored, and Python then never raises KeyboardInterrupt, so Ctrl-C (or a
     # supervisor's SIGINT) would not stop `up` started that way.
     previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGINT)}
-    triton = LocalTriton(repository)
+    # Explicit model control: Triton starts with every model, and the gateway loads, switches
+    # and unloads versions live (service/lifecycle.py).
+    triton = LocalTriton(repository, model_control_mode="explicit", load_models=["*"])
     gateway: subprocess.Popen[bytes] | None = None
     code = 0
     try:

@@ -61,6 +61,8 @@ def new_request_id() -> str:
 
 # Payloads at least this large are decoded in a worker thread so the event loop keeps serving.
 THREAD_DECODE_BYTES = 256 * 1024
+# An unpinned request whose version was retired under it looks this often for its successor.
+REROUTE_POLL_S = 0.01
 
 
 @dataclass
@@ -161,6 +163,9 @@ class _Model:
         self, spec: ModelSpec, settings: Settings, backend: InferenceBackend, metrics: Metrics
     ) -> None:
         self.spec = spec
+        # Set when the version leaves the served set (or is about to): its unpinned requests
+        # that fail are then answered by the version that replaces it.
+        self.retiring = False
         self.preprocessor = preprocess.for_model(spec, max_image_pixels=settings.max_image_pixels)
         self.preprocessing_key = preprocessing_key(spec)  # shadow copies reuse equal tensors
         self.collator = Collator(spec)
@@ -229,6 +234,72 @@ class DataPlane:
     def _runtime(self, spec: ModelSpec) -> _Model:
         return _Model(spec, self.settings, self.backend, self.metrics)
 
+    # -- changing the served set (service/lifecycle.py) ------------------------------------------
+
+    def serve(self, name: str, specs: Mapping[str, ModelSpec]) -> list[_Model]:
+        """Serve exactly `specs` for model `name` from now on (one atomic switch of the routing
+        table); returns the runtimes that left it, for `drain`. A version whose spec object is
+        unchanged keeps its runtime; a new or re-read one gets a fresh runtime and batcher."""
+        old = self._served.get(name)
+        current = old.versions if old is not None else {}
+        runtimes: dict[str, _Model] = {}
+        for version, spec in specs.items():
+            runtime = current.get(version)
+            if runtime is None or runtime.spec is not spec:
+                runtime = self._runtime(spec)
+                runtime.batcher.start()
+            runtimes[version] = runtime
+        served = dict(self._served)
+        served[name] = _served_model(runtimes)
+        self._served = served  # readers see the old table or the new one, never a mix
+        return self._retire([m for m in current.values() if m not in runtimes.values()])
+
+    def remove(self, name: str) -> list[_Model]:
+        """Stop serving model `name`; returns its runtimes for `drain`."""
+        served = dict(self._served)
+        old = served.pop(name, None)
+        self._served = served
+        return self._retire(list(old.versions.values()) if old is not None else [])
+
+    def mark_retiring(self, name: str, versions: Sequence[str]) -> None:
+        """Announce that these versions are about to leave (their backend may drop them first)."""
+        served = self._served.get(name)
+        for version in versions:
+            if served is not None and version in served.versions:
+                served.versions[version].retiring = True
+
+    @staticmethod
+    def _retire(models: list[_Model]) -> list[_Model]:
+        for model in models:
+            model.retiring = True
+        return models
+
+    async def drain(self, models: Sequence[_Model]) -> None:
+        """Let the retired runtimes answer what they queued, then stop their batchers."""
+        await asyncio.gather(*(m.batcher.close(self.settings.shutdown_grace_s) for m in models))
+
+    async def _rerouted(
+        self, model: _Model, pinned: str | None, error: ModelGateError, scope: RequestScope
+    ) -> _Model:
+        """The runtime that answers an unpinned request whose version was retired under it.
+
+        Pinned requests, errors of the request itself and versions still serving keep `error`.
+        """
+        if pinned or not model.retiring or isinstance(error, BadInput):
+            raise error
+        name = model.spec.name
+        while time.monotonic() < scope.deadline:
+            try:
+                current = self._get(name, None, scope.client_key)
+            except ModelNotFound:
+                break
+            if current is not model and not current.retiring:
+                log.info("request %s moves from retired %s v%s to v%s", scope.request_id,
+                         name, model.spec.version, current.spec.version)  # fmt: skip
+                return current
+            await asyncio.sleep(REROUTE_POLL_S)
+        raise error
+
     async def start(self) -> None:
         """Connect the backend and start the batchers."""
         await self.backend.start()
@@ -275,7 +346,8 @@ class DataPlane:
         policy = self.routing.get(model)
         if policy is not None:
             chosen = policy.pick(client_key)
-            if chosen in served.versions:  # else unloaded since the file was read: the newest
+            runtime = served.versions.get(chosen)
+            if runtime is not None and not runtime.retiring:  # else leaving: the newest answers
                 return chosen
         return served.newest
 
@@ -361,13 +433,19 @@ class DataPlane:
         scope: RequestScope,
         version: str | None,
     ) -> PredictResult:
-        model = self._get(name, version, scope.client_key)
-        spec = model.spec
-        scope.spec = spec
         k = top_k if top_k is not None else self.settings.default_top_k
         if k < 1:
             raise BadInput("top_k must be at least 1")
-        logits = await self._infer_payloads(model, payloads, scope.deadline, routed=not version)
+        model = self._get(name, version, scope.client_key)
+        scope.spec = model.spec
+        routed = not version
+        try:
+            logits = await self._infer_payloads(model, payloads, scope.deadline, routed)
+        except ModelGateError as exc:
+            model = await self._rerouted(model, version, exc, scope)
+            scope.spec = model.spec
+            logits = await self._infer_payloads(model, payloads, scope.deadline, routed)
+        spec = model.spec
         t0 = time.monotonic()
         predictions = top_k_predictions(logits, spec.labels, k)
         self._stage(spec, "postprocess", t0)
@@ -386,7 +464,13 @@ class DataPlane:
         return tensors and build their own answer from them (OIP)."""
         model = self._get(name, version, scope.client_key)
         scope.spec = model.spec
-        return await self._infer_payloads(model, payloads, scope.deadline, routed=not version)
+        routed = not version
+        try:
+            return await self._infer_payloads(model, payloads, scope.deadline, routed)
+        except ModelGateError as exc:
+            model = await self._rerouted(model, version, exc, scope)
+            scope.spec = model.spec
+            return await self._infer_payloads(model, payloads, scope.deadline, routed)
 
     async def _infer_payloads(
         self, model: _Model, payloads: Sequence[Any], deadline: float, routed: bool = False
@@ -514,7 +598,12 @@ class DataPlane:
         model = self._get(name, version, scope.client_key)
         scope.spec = model.spec
         rows = self.validate_tensors(model.spec, inputs)
-        outputs = await model.batcher.submit(dict(inputs), rows, scope.deadline)
+        try:
+            outputs = await model.batcher.submit(dict(inputs), rows, scope.deadline)
+        except ModelGateError as exc:
+            model = await self._rerouted(model, version, exc, scope)
+            scope.spec = model.spec
+            outputs = await model.batcher.submit(dict(inputs), rows, scope.deadline)
         if not version and self.routing:
             logits = outputs[model.spec.output].reshape(rows, -1)
             self._shadow(model, logits, inputs, rows, None)

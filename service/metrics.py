@@ -34,7 +34,7 @@ STAGE_BUCKETS = (
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 ERROR_REASONS = (
     "bad_input", "not_found", "too_large", "unsupported_media", "overload", "timeout",
-    "upstream", "unauthorized", "internal",
+    "upstream", "unauthorized", "forbidden", "load_failed", "internal",
 )  # fmt: skip
 UNKNOWN_MODEL = (
     "unknown"  # label for requests naming a model that does not exist (bounded cardinality)

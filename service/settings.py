@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     triton_timeout_s: float = Field(default=10.0, gt=0)
     """Upper bound for one call to Triton, in seconds."""
 
+    triton_config_name: str | None = None
+    """Triton's `--model-config-name` (e.g. `gpu`): when the gateway has Triton load a model it
+    sends `<model>/configs/<name>.pbtxt` where the model has one, config.pbtxt otherwise."""
+
     host: str = "127.0.0.1"
     """Interface the REST server binds to."""
 
@@ -87,6 +91,18 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = None
     """When set, inference and model routes (`/v1/...`, `/v2/models/...`, gRPC model calls) need
     `Authorization: Bearer <api_key>` (gRPC: `authorization` metadata); unset means open."""
+
+    admin_enabled: bool = True
+    """Serve repository control (OIP `/v2/repository/...` over HTTP and gRPC, `modelgate
+    repository`): index, load and unload models. They need the API key when one is set; off,
+    they answer 403 / PERMISSION_DENIED."""
+
+    watch_interval_s: float = Field(default=2.0, ge=0)
+    """How often the gateway looks for changed models in the repository (file sizes and
+    modification times) and loads what changed; 0 turns the watch off (admin calls only)."""
+
+    load_timeout_s: float = Field(default=120.0, gt=0)
+    """Upper bound for loading one model (validation, the backend's load, warm-up)."""
 
     protect_metrics: bool = False
     """Also require the API key on `/metrics` (health endpoints stay open)."""

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
 
 from service.backends.base import InferenceBackend, Readiness
-from service.errors import BadInput, UpstreamError
+from service.errors import BadInput, ModelLoadFailed, UpstreamError
 from service.repository import ModelSpec
 
 
@@ -42,6 +42,26 @@ class EmbeddedBackend(InferenceBackend):
                 self._sessions[spec.name, spec.version] = self._session(spec)
             except Exception as exc:  # reported through readiness, as Triton reports a model
                 self._errors[spec.name, spec.version] = f"{type(exc).__name__}: {exc}"
+
+    async def load(self, name: str, specs: Sequence[ModelSpec], keep: Sequence[str]) -> None:
+        sessions = {}
+        for spec in specs:
+            try:
+                sessions[spec.version] = await asyncio.to_thread(self._session, spec)
+            except Exception as exc:
+                raise ModelLoadFailed(
+                    f"model {name} version {spec.version}: {type(exc).__name__}: {exc}"
+                ) from exc
+        wanted = {spec.version for spec in specs} | set(keep)
+        for key in [k for k in self._sessions if k[0] == name and k[1] not in wanted]:
+            del self._sessions[key]
+        for version, session in sessions.items():
+            self._sessions[name, version] = session
+            self._errors.pop((name, version), None)
+
+    async def unload(self, name: str) -> None:
+        for key in [k for k in self._sessions if k[0] == name]:
+            del self._sessions[key]
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -27,7 +27,12 @@ from service.preprocess.image import decode_base64
 from service.repository import ModelSpec, PayloadKind, TensorSpec
 
 SERVER_NAME = "modelgate"
-SERVER_EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration")
+SERVER_EXTENSIONS = (
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "model_repository",
+)
 PLATFORM = "onnxruntime_onnx"
 
 RAW_INPUTS: dict[PayloadKind, str] = {

@@ -2,7 +2,8 @@
 
 Runs in the gateway's process and event loop, next to the HTTP app, and calls the same data plane.
 Errors become gRPC status codes from the gateway's error table; RPCs this server does not offer
-(streaming, shared memory, repository control, ...) answer UNIMPLEMENTED.
+(streaming, shared memory, ...) answer UNIMPLEMENTED. Repository control (RepositoryIndex,
+RepositoryModelLoad, RepositoryModelUnload) is service/lifecycle.py behind `check_admin`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from service import __version__, checks
 from service.dataplane import DataPlane
-from service.errors import BadInput, ModelGateError, ModelNotFound
+from service.errors import AdminDisabled, BadInput, ModelGateError, ModelNotFound
+from service.lifecycle import ModelManager
 from service.oip import core, tensors
 from service.routing import CLIENT_HEADER
 from service.settings import Settings
@@ -142,18 +144,73 @@ def _tensor_metadata(spec: Any) -> service_pb2.ModelMetadataResponse.TensorMetad
 class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
     """The OIP gRPC service over the data plane."""
 
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, manager: ModelManager | None = None) -> None:
         self.dataplane = dataplane
+        self.manager = manager
         self.settings: Settings = dataplane.settings
 
-    def _check_api_key(self, context: grpc.aio.ServicerContext) -> None:
-        if self.settings.api_key is None:  # open: skip reading the metadata
-            return
+    @staticmethod
+    def _authorization(context: grpc.aio.ServicerContext) -> str | None:
         header = None
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 header = value if isinstance(value, str) else value.decode("latin-1")
-        checks.check_api_key(self.settings, header)
+        return header
+
+    def _check_api_key(self, context: grpc.aio.ServicerContext) -> None:
+        if self.settings.api_key is None:  # open: skip reading the metadata
+            return
+        checks.check_api_key(self.settings, self._authorization(context))
+
+    def _admin(self, context: grpc.aio.ServicerContext) -> ModelManager:
+        checks.check_admin(self.settings, self._authorization(context))
+        if self.manager is None:
+            raise AdminDisabled("repository control is not available on this server")
+        return self.manager
+
+    async def RepositoryIndex(
+        self, request: service_pb2.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> service_pb2.RepositoryIndexResponse:
+        async def call() -> service_pb2.RepositoryIndexResponse:
+            rows = self._admin(context).index()
+            return service_pb2.RepositoryIndexResponse(
+                models=[
+                    service_pb2.RepositoryIndexResponse.ModelIndex(
+                        name=r.name, version=r.version, state=r.state, reason=r.reason
+                    )
+                    for r in rows
+                    if not request.ready or r.state == "READY"
+                ]
+            )
+
+        return await self._answer(context, call)
+
+    async def RepositoryModelLoad(
+        self, request: service_pb2.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
+    ) -> service_pb2.RepositoryModelLoadResponse:
+        async def call() -> service_pb2.RepositoryModelLoadResponse:
+            manager = self._admin(context)
+            overrides = sorted(
+                k for k in request.parameters if k == "config" or k.startswith("file:")
+            )
+            if overrides:
+                raise BadInput(
+                    f"load overrides {overrides} are not supported: write the files into the "
+                    "repository and load again"
+                )
+            await manager.load(request.model_name)
+            return service_pb2.RepositoryModelLoadResponse()
+
+        return await self._answer(context, call)
+
+    async def RepositoryModelUnload(
+        self, request: service_pb2.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
+    ) -> service_pb2.RepositoryModelUnloadResponse:
+        async def call() -> service_pb2.RepositoryModelUnloadResponse:
+            await self._admin(context).unload(request.model_name)
+            return service_pb2.RepositoryModelUnloadResponse()
+
+        return await self._answer(context, call)
 
     @staticmethod
     async def _answer(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[_T]]) -> _T:
@@ -340,7 +397,9 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def start_server(dataplane: DataPlane) -> grpc.aio.Server:
+async def start_server(
+    dataplane: DataPlane, manager: ModelManager | None = None
+) -> grpc.aio.Server:
     """Start the gRPC server on `settings.host:settings.grpc_port` in the running event loop."""
     settings = dataplane.settings
     options = [
@@ -351,7 +410,7 @@ async def start_server(dataplane: DataPlane) -> grpc.aio.Server:
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
     ]
     server = grpc.aio.server(options=options)
-    handlers = method_handlers(InferenceService(dataplane))
+    handlers = method_handlers(InferenceService(dataplane, manager))
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,9 @@ def test_a_step_that_cannot_apply_is_recorded_and_later_steps_still_run(repo: Pa
     ]
     schedule = RolloutSchedule(steps, repo, "http://127.0.0.1:9")  # never reached
     schedule.start()
+    give_up = time.monotonic() + 10
+    while any(o.applied_at_s is None for o in schedule.outcomes) and time.monotonic() < give_up:
+        time.sleep(0.01)  # both steps are due at once; let the schedule's thread reach them
     outcomes = schedule.finish()
     assert [o.error is not None for o in outcomes] == [True, True]
     assert "nothing to roll back" in (outcomes[0].error or "")
