@@ -42,43 +42,52 @@ WaitOption = Annotated[
 ]
 ModelArgument = Annotated[str, typer.Argument(help="Model name (its directory in the repository).")]
 DEFAULT_REPOSITORY = Path("model_repository")
-_WEIGHT_LINE = re.compile(
-    r'^modelgate_routing_weight\{model="(?P<model>[^"]+)",version="(?P<version>[^"]+)"\}\s+'
-    r"(?P<value>\S+)$",
+_ROUTING_LINE = re.compile(
+    r'^modelgate_routing_(?P<what>weight|shadow)\{model="(?P<model>[^"]+)",'
+    r'version="(?P<version>[^"]+)"\}\s+(?P<value>\S+)$',
     re.MULTILINE,
 )
 
 
-def gateway_weights(url: str, model: str) -> dict[str, float]:
-    """Percent per version that the gateway at `url` routes now (from its /metrics)."""
+def gateway_routing(url: str, model: str) -> tuple[dict[str, float], str | None]:
+    """Percent per version that the gateway at `url` routes now, and its shadow version (from
+    its /metrics: `modelgate_routing_weight`, `modelgate_routing_shadow`)."""
     request = urllib.request.Request(f"{url.rstrip('/')}/metrics")
     key = os.environ.get("MODELGATE_API_KEY")
     if key:
         request.add_header("Authorization", f"Bearer {key}")
     with urllib.request.urlopen(request, timeout=5.0) as response:
         text = response.read().decode()
-    return {
-        m["version"]: float(m["value"]) for m in _WEIGHT_LINE.finditer(text) if m["model"] == model
-    }
+    weights: dict[str, float] = {}
+    shadow = None
+    for match in _ROUTING_LINE.finditer(text):
+        if match["model"] != model:
+            continue
+        if match["what"] == "weight":
+            weights[match["version"]] = float(match["value"])
+        elif float(match["value"]) == 1:
+            shadow = match["version"]
+    return weights, shadow
 
 
 def wait_until_applied(url: str, policy: RoutingPolicy, timeout_s: float) -> float:
-    """Poll the gateway until its weights equal the policy's; seconds it took."""
+    """Poll the gateway until its weights and shadow equal the policy's; seconds it took."""
     started = time.monotonic()
-    want = {v: w for v, w in policy.weights.items() if w > 0}
-    seen: dict[str, float] = {}
+    want = ({v: w for v, w in policy.weights.items() if w > 0}, policy.shadow)
+    seen: tuple[dict[str, float], str | None] = ({}, None)
     while True:
         try:
-            seen = {v: w for v, w in gateway_weights(url, policy.model).items() if w > 0}
+            weights, shadow = gateway_routing(url, policy.model)
+            seen = ({v: w for v, w in weights.items() if w > 0}, shadow)
         except (urllib.error.URLError, OSError) as exc:
-            seen = {"error": 0.0}
+            seen = ({}, None)
             last_error = str(exc)
         else:
             last_error = ""
         if seen == want:
             return time.monotonic() - started
         if time.monotonic() - started > timeout_s:
-            detail = last_error or f"it routes {seen or 'nothing'}"
+            detail = last_error or f"it routes {seen[0] or 'nothing'}, shadow {seen[1]}"
             raise rollout.RolloutError(
                 f"written, but the gateway at {url} did not apply it within {timeout_s:g} s "
                 f"({detail}); its log says why (a routing file it refused is logged and counted "
@@ -113,12 +122,13 @@ def status(
     typer.echo(current.describe())
     if gateway is not None:
         try:
-            weights = gateway_weights(gateway, model)
+            weights, shadow = gateway_routing(gateway, model)
         except (urllib.error.URLError, OSError) as exc:
             typer.echo(f"  gateway {gateway}: not reachable ({exc})")
         else:
             shown = ", ".join(f"v{v} {w:g} %" for v, w in sorted(weights.items()) if w > 0)
-            typer.echo(f"  gateway {gateway} routes: {shown or 'nothing reported'}")
+            shown = (shown or "nothing reported") + (f"; shadow v{shadow}" if shadow else "")
+            typer.echo(f"  gateway {gateway} routes: {shown}")
 
 
 @app.command()

@@ -3,7 +3,10 @@ makes no sense (the gateway applying it live is tested end to end in test_rollou
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -112,3 +115,54 @@ def test_only_versions_the_policy_keeps_can_be_routed(repo: Path) -> None:
 
 def test_shadow_needs_a_version_or_off(repo: Path) -> None:
     assert rollout(repo, "shadow", "m")[0] == 2
+
+
+class _Metrics(http.server.BaseHTTPRequestHandler):
+    text = ""
+
+    def do_GET(self) -> None:
+        body = self.text.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def metrics_server() -> Iterator[tuple[str, type[_Metrics]]]:
+    handler = type("Handler", (_Metrics,), {})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    server.shutdown()
+
+
+GATEWAY_METRICS = """
+modelgate_routing_weight{model="m",version="1"} 90.0
+modelgate_routing_weight{model="m",version="2"} 10.0
+modelgate_routing_weight{model="other",version="1"} 100.0
+modelgate_routing_shadow{model="m",version="1"} 0.0
+modelgate_routing_shadow{model="m",version="2"} %s
+"""
+
+
+def test_the_gateway_option_waits_for_weights_and_shadow(
+    repo: Path, metrics_server: tuple[str, type[_Metrics]]
+) -> None:
+    url, handler = metrics_server
+    handler.text = GATEWAY_METRICS % "1.0"
+    rollout(repo, "hold", "m", "--version", "1")
+    rollout(repo, "canary", "m", "--version", "2", "--percent", "10")
+    code, out = rollout(repo, "shadow", "m", "--version", "2", "--gateway", url)
+    assert code == 0 and f"in force at {url}" in out
+
+    handler.text = GATEWAY_METRICS % "0.0"  # the gateway has not applied the shadow
+    code, out = rollout(repo, "shadow", "m", "--version", "2", "--gateway", url, "--wait-s", "0.3")
+    assert code == 1 and "did not apply it within 0.3 s" in out and "shadow None" in out
+
+    code, out = rollout(repo, "status", "m", "--gateway", url)
+    assert code == 0 and "routes: v1 90 %, v2 10 %" in out
