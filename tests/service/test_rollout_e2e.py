@@ -36,7 +36,7 @@ from service import preprocess
 from service.local_triton import LocalTriton, free_port
 from service.model_contract import ROUTING_FILE
 from service.repository import load_model_versions
-from service.routing import CLIENT_HEADER
+from service.routing import CLIENT_HEADER, parse_policy
 from service.settings import Settings
 from tests.conftest import running_triton
 from tests.service.rest.conftest import RunningGateway
@@ -178,18 +178,49 @@ def test_canary_weights_hold_over_many_requests(
     assert abs(counts["2"] - requests * 0.2) <= SIGMAS * sigma, counts
 
 
+def sticky_versions(
+    protocol: str, gateway: RunningGateway, images: list[bytes], clients: list[str]
+) -> dict[str, set[str]]:
+    """The versions each named client was answered by, four requests each."""
+    seen: dict[str, set[str]] = {c: set() for c in clients}
+    if protocol == "rest":
+        with httpx.Client(base_url=gateway.url, timeout=30) as client:
+            for name in clients:
+                for image in images[:4]:
+                    answer = rest_predict(client, image, {CLIENT_HEADER: name})
+                    seen[name].add(str(answer["version"]))
+        return seen
+    for name in clients:
+        for image in images[:4]:
+            if protocol == "v2_http":
+                http = httpclient.InferenceServerClient(gateway.url.removeprefix("http://"))
+                item = httpclient.InferInput("IMAGE_BYTES", [1, 1], "BYTES")
+                item.set_data_from_numpy(np.array([[image]], dtype=object))
+                result = http.infer(MODEL, [item], headers={CLIENT_HEADER: name})
+                seen[name].add(str(result.get_response()["model_version"]))
+                http.close()
+            else:
+                grpc = grpcclient.InferenceServerClient(gateway.grpc_url)
+                item_g = grpcclient.InferInput("IMAGE_BYTES", [1, 1], "BYTES")
+                item_g.set_data_from_numpy(np.array([[image]], dtype=object))
+                result_g = grpc.infer(MODEL, [item_g], headers={CLIENT_HEADER: name})
+                seen[name].add(str(result_g.get_response().model_version))
+                grpc.close()
+    return seen
+
+
+@pytest.mark.parametrize("protocol", ["rest", "v2_http", "v2_grpc"])
 def test_a_named_client_stays_on_one_version(
-    gateway: RunningGateway, repository: Path, images: list[bytes]
+    protocol: str, gateway: RunningGateway, repository: Path, images: list[bytes]
 ) -> None:
     route(gateway, repository, {"weights": {"1": 50, "2": 50}})
-    seen: dict[str, set[str]] = {}
-    with httpx.Client(base_url=gateway.url, timeout=30) as client:
-        for client_id in (f"client-{i}" for i in range(24)):
-            for image in images[:6]:
-                answer = rest_predict(client, image, {CLIENT_HEADER: client_id})
-                seen.setdefault(client_id, set()).add(answer["version"])
+    clients = [f"client-{i}" for i in range(16)]
+    seen = sticky_versions(protocol, gateway, images, clients)
     assert all(len(versions) == 1 for versions in seen.values()), seen
     assert {v for versions in seen.values() for v in versions} == {"1", "2"}
+    # The same client lands on the same version whatever the protocol.
+    policy = parse_policy(MODEL, {"weights": {"1": 50, "2": 50}}, {"1", "2"})
+    assert all(seen[c] == {policy.pick(c)} for c in clients)
 
 
 # --- shadow ----------------------------------------------------------------------------------
