@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,9 @@ import httpx
 import pytest
 import yaml
 
-from service.local_triton import LocalTriton, LocalTritonError
+from service.local_triton import LocalTriton
 from service.model_contract import ROUTING_FILE
+from tests.conftest import running_triton
 from tests.deploy.deploy_support import (
     REPO_ROOT,
     Gateway,
@@ -188,17 +188,10 @@ def shadow_repository(model_repository: Path, tmp_path_factory: pytest.TempPathF
 def stack(
     shadow_repository: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Gateway, list[LocalTriton]]]:
-    """Two Tritons (started side by side) and one gateway over both, on `shadow_repository`."""
+    """Two Tritons and one gateway over both, on `shadow_repository`."""
     with ExitStack() as stack:
-        tritons = [LocalTriton(shadow_repository) for _ in range(2)]
-        with ThreadPoolExecutor(2) as pool:
-            starts = [pool.submit(server.start) for server in tritons]
-        for server, start in zip(tritons, starts, strict=True):
-            stack.callback(server.stop)
-            try:
-                start.result()
-            except LocalTritonError as exc:
-                pytest.fail(f"cannot start a Triton for the scrape stack: {exc}", pytrace=False)
+        tritons = [stack.enter_context(running_triton(shadow_repository, "a scrape Triton"))]
+        tritons.append(stack.enter_context(running_triton(shadow_repository, "a scrape Triton")))
         gateway = start_gateway(
             shadow_repository,
             [server.grpc_url for server in tritons],
