@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from service import preprocess
+from service import drain, preprocess
 from service.backends.base import InferenceBackend, Readiness
 from service.batcher import Batcher
 from service.errors import BadInput, ModelGateError, ModelNotFound
@@ -225,7 +225,9 @@ class DataPlane:
         return model
 
     async def ready(self) -> Readiness:
-        """Whether the backend can serve every model now."""
+        """Whether the backend can serve every model now (never while the process drains)."""
+        if drain.draining():
+            return Readiness(False, "shutting down: draining connections")
         return await self.backend.readiness(self.models())
 
     async def model_ready(self, spec: ModelSpec) -> Readiness:

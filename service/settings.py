@@ -94,6 +94,19 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     """On shutdown, how long in-flight and queued requests may take to finish."""
 
+    drain_s: float = Field(default=5.0, ge=0)
+    """After SIGTERM, how long the gateway reports not-ready yet keeps serving and accepting
+    connections, so load balancers stop routing to it before it closes (one worker only;
+    several workers stop as uvicorn stops them). The process then exits within `drain_s` +
+    `shutdown_grace_s`; deployments must allow that much (terminationGracePeriodSeconds,
+    stop_grace_period). 0: close at once."""
+
+    grpc_max_connection_age_s: float | None = Field(default=None, gt=0)
+    """OIP gRPC connections older than this get a graceful GOAWAY and clients reconnect (no
+    call fails). Long-lived HTTP/2 connections otherwise stay on a draining gateway until it
+    closes them; below `drain_s` they move to other replicas within the drain window. Unset:
+    connections live until the gateway stops."""
+
     embedded_threads: int = Field(default=1, ge=1, le=64)
     """ONNX Runtime intra-op threads per model for the embedded backend."""
 

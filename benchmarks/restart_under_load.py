@@ -1,0 +1,89 @@
+"""SIGTERM to a gateway under keep-alive load: how many requests were answered, refused, dropped.
+
+Starts a local Triton and a gateway (`modelgate serve`, one worker, `--drain-s` drain window),
+runs `--http-clients` keep-alive HTTP clients and `--grpc-clients` stock tritonclient gRPC
+clients sending `langid_transformer` requests back to back, sends SIGTERM after `--warmup`
+seconds and records every request until the gateway exits (see loadtests/restart_load.py).
+
+    PYTHONPATH=. python benchmarks/restart_under_load.py --http-clients 16 --grpc-clients 16
+
+`--drain-s 0` shows the restart without a drain window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from common import ROOT, start_gateway_process  # first: puts the project root on sys.path
+
+from loadtests.restart_load import RestartRecord, sigterm_under_load
+from service.local_triton import LocalTriton
+from service.settings import Settings
+
+
+def summary(record: RestartRecord, drain_s: float) -> dict[str, Any]:
+    window_ends = record.signalled + drain_s
+    result: dict[str, Any] = {
+        "exit_code": record.exit_code,
+        "exit_after_signal_s": round(record.exited - record.signalled, 3),
+    }
+    for prefix in ("http", "grpc", "probe"):
+        attempts = record.of(prefix)
+        result[prefix] = {
+            "answered": record.count(prefix, "ok"),
+            "failed": record.count(prefix, "failed"),
+            "refused": record.count(prefix, "refused"),
+            "answered_after_signal": sum(
+                1 for a in attempts if a.outcome == "ok" and a.sent >= record.signalled
+            ),
+            "refused_before_window_end": sum(
+                1 for a in attempts if a.outcome == "refused" and a.sent < window_ends
+            ),
+            "failures": sorted({a.detail[:120] for a in attempts if a.outcome == "failed"}),
+        }
+    probes = [a for a in record.of("probe") if a.outcome == "ok" and a.sent >= record.signalled]
+    result["probe"]["readyz_after_signal"] = sorted({a.status for a in probes})
+    http = [a for a in record.of("http") if a.outcome == "ok"]
+    result["http"]["connection_close_answers"] = sum(1 for a in http if a.connection_close)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--http-clients", type=int, default=16)
+    parser.add_argument("--grpc-clients", type=int, default=16)
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before SIGTERM")
+    parser.add_argument("--drain-s", type=float, default=Settings.model_fields["drain_s"].default)
+    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--rounds", type=int, default=1, help="restarts, each a fresh gateway")
+    args = parser.parse_args()
+
+    results = []
+    with LocalTriton(args.repository) as triton:
+        for _ in range(args.rounds):
+            with ExitStack() as stack:
+                http_url, grpc_address, process = start_gateway_process(
+                    stack, args.repository, triton.grpc_url, [f"drain_s={args.drain_s}"]
+                )
+                record = sigterm_under_load(
+                    process,
+                    http_url,
+                    grpc_address,
+                    http_clients=args.http_clients,
+                    grpc_clients=args.grpc_clients,
+                    warmup_s=args.warmup,
+                )
+            results.append(summary(record, args.drain_s))
+            print(json.dumps(results[-1], indent=1), flush=True)
+    dropped = sum(r["http"]["failed"] + r["grpc"]["failed"] + r["probe"]["failed"] for r in results)
+    print(f"{len(results)} restart(s), {dropped} dropped request(s)")
+    sys.exit(1 if dropped else 0)
+
+
+if __name__ == "__main__":
+    main()
