@@ -7,7 +7,8 @@ seconds and records every request until the gateway exits (see loadtests/restart
 
     PYTHONPATH=. python benchmarks/restart_under_load.py --http-clients 16 --grpc-clients 16
 
-`--drain-s 0` shows the restart without a drain window.
+`--drain-s 0` shows the restart without a drain window; `--root` runs the gateway from another
+source tree (e.g. `git archive` of an older commit) to compare.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from common import ROOT, start_gateway_process  # first: puts the project root on sys.path
 
-from loadtests.restart_load import RestartRecord, sigterm_under_load
+from loadtests.restart_load import Backend, ReadinessBalancer, RestartRecord, sigterm_under_load
 from service.local_triton import LocalTriton
 from service.settings import Settings
 
@@ -53,23 +54,67 @@ def summary(record: RestartRecord, drain_s: float) -> dict[str, Any]:
     return result
 
 
+def backend(address: str, http_url: str) -> Backend:
+    """A gateway port behind the balancer, ready when its gateway's /readyz says so."""
+    host, _, port = address.removeprefix("http://").rpartition(":")
+    return Backend(host, int(port), f"{http_url}/readyz")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--http-clients", type=int, default=16)
     parser.add_argument("--grpc-clients", type=int, default=16)
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before SIGTERM")
     parser.add_argument("--drain-s", type=float, default=Settings.model_fields["drain_s"].default)
+    parser.add_argument(
+        "--grpc-max-connection-age-s",
+        type=float,
+        default=2.0,
+        help="as the deployment files set it (0: unset, connections live until the close)",
+    )
     parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=ROOT,
+        help="source tree the gateway runs from (another checkout: a before/after comparison)",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="restarts, each a fresh gateway")
+    parser.add_argument(
+        "--balanced",
+        action="store_true",
+        help="a rolling restart: two gateways behind a balancer that follows /readyz (as a "
+        "Kubernetes Service does); the clients talk to the balancer, one gateway gets SIGTERM",
+    )
     args = parser.parse_args()
 
     results = []
     with LocalTriton(args.repository) as triton:
         for _ in range(args.rounds):
             with ExitStack() as stack:
+                settings = [f"drain_s={args.drain_s}"]
+                if args.grpc_max_connection_age_s > 0:
+                    settings.append(f"grpc_max_connection_age_s={args.grpc_max_connection_age_s}")
                 http_url, grpc_address, process = start_gateway_process(
-                    stack, args.repository, triton.grpc_url, [f"drain_s={args.drain_s}"]
+                    stack, args.repository, triton.grpc_url, settings, root=args.root
                 )
+                if args.balanced:
+                    other_http, other_grpc, _ = start_gateway_process(
+                        stack, args.repository, triton.grpc_url, settings, root=args.root
+                    )
+                    http_lb = stack.enter_context(
+                        ReadinessBalancer([backend(u, u) for u in (http_url, other_http)])
+                    )
+                    grpc_lb = stack.enter_context(
+                        ReadinessBalancer(
+                            [
+                                backend(grpc_address, http_url),
+                                backend(other_grpc, other_http),
+                            ]
+                        )
+                    )
+                    http_url = f"http://127.0.0.1:{http_lb.port}"
+                    grpc_address = f"127.0.0.1:{grpc_lb.port}"
                 record = sigterm_under_load(
                     process,
                     http_url,
@@ -77,6 +122,7 @@ def main() -> None:
                     http_clients=args.http_clients,
                     grpc_clients=args.grpc_clients,
                     warmup_s=args.warmup,
+                    load_after_exit_s=1.0 if args.balanced else 0.0,
                 )
             results.append(summary(record, args.drain_s))
             print(json.dumps(results[-1], indent=1), flush=True)

@@ -15,6 +15,8 @@ A client stops at its first refusal: its server is gone.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -165,6 +167,7 @@ def sigterm_under_load(
     warmup_s: float = 2.0,
     probe_for_s: float | None = None,
     exit_timeout_s: float = 60.0,
+    load_after_exit_s: float = 0.0,
     api_key: str | None = None,
     after_signal: Callable[[], dict[str, object]] | None = None,
 ) -> RestartRecord:
@@ -174,6 +177,8 @@ def sigterm_under_load(
 
     The prober keeps opening connections for `probe_for_s` seconds after the signal (default:
     until the first refusal), so a test can keep it clear of the instant the listener closes.
+    With `load_after_exit_s`, the clients go on that long after the exit (behind a balancer,
+    to show that the other replicas take over).
     """
     recorder = _Recorder()
     stop = threading.Event()
@@ -210,9 +215,111 @@ def sigterm_under_load(
         except subprocess.TimeoutExpired:
             record.exit_code = None
         record.exited = time.monotonic()
+        time.sleep(load_after_exit_s)
     finally:
         stop.set()
         for thread in threads:
             thread.join(timeout=60)
     record.attempts = sorted(recorder.attempts, key=lambda a: a.sent)
     return record
+
+
+@dataclass
+class Backend:
+    """One replica behind the balancer: where to connect, and where to ask readiness."""
+
+    host: str
+    port: int
+    readiness_url: str
+    ready: bool = False
+    connections: int = 0  # opened to it so far
+
+
+class ReadinessBalancer:
+    """A layer-4 load balancer in a thread, as a Kubernetes Service or a cloud load balancer
+    acts: each new TCP connection goes to the next backend whose readiness URL last answered
+    200 (asked every `probe_s`); an open connection stays with its backend until either side
+    closes it.
+    """
+
+    def __init__(self, backends: list[Backend], probe_s: float = 0.1) -> None:
+        self.backends = backends
+        self.probe_s = probe_s
+        self.port = 0
+        self._turn = itertools.count()
+        self._loop = asyncio.new_event_loop()
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._main(),))
+
+    def __enter__(self) -> ReadinessBalancer:
+        self._thread.start()
+        if not self._started.wait(timeout=30):
+            raise RuntimeError("the balancer did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=30)
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            await self._probe(client)  # serve only once the backends' readiness is known
+            server = await asyncio.start_server(self._connect, "127.0.0.1", 0)
+            self.port = server.sockets[0].getsockname()[1]
+            probing = asyncio.create_task(self._keep_probing(client))
+            self._started.set()
+            async with server:
+                await self._stop.wait()
+            # connections still open: cut them, as a stopping balancer does
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in [probing, *others]:
+                task.cancel()
+            await asyncio.gather(probing, *others, return_exceptions=True)
+
+    async def _probe(self, client: httpx.AsyncClient) -> None:
+        for backend in self.backends:
+            try:
+                response = await client.get(backend.readiness_url)
+                backend.ready = response.status_code == 200
+            except httpx.HTTPError:
+                backend.ready = False
+
+    async def _keep_probing(self, client: httpx.AsyncClient) -> None:
+        while True:
+            await asyncio.sleep(self.probe_s)
+            await self._probe(client)
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ready = [b for b in self.backends if b.ready]
+        if not ready:
+            writer.close()
+            return
+        backend = ready[next(self._turn) % len(ready)]
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(
+                backend.host, backend.port
+            )
+        except OSError:
+            writer.close()
+            return
+        backend.connections += 1
+        await asyncio.gather(
+            self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer)
+        )
+        for side in (writer, upstream_writer):
+            side.close()
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Copy one direction; pass its end on (a half-close, or a close after an error)."""
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+        except OSError:
+            writer.close()

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import tritonclient.grpc as grpcclient
 
-from loadtests.restart_load import RestartRecord, sigterm_under_load
+from loadtests.restart_load import Backend, ReadinessBalancer, RestartRecord, sigterm_under_load
 from service.cli import wait_for_gateway
 from service.local_triton import LocalTriton, free_port
 from service.settings import Settings
@@ -101,6 +101,7 @@ def restart(
             after_signal=lambda: _readiness(url, grpc_address),
         )
         record.after_signal["before"] = before
+        record.after_signal["log"] = log_path.read_text(errors="replace")[-3000:]
         yield record
     finally:
         if process.poll() is None:
@@ -114,10 +115,10 @@ def _window_ends(record: RestartRecord) -> float:
 
 def test_readiness_turns_false_at_once(restart: RestartRecord) -> None:
     assert restart.after_signal["before"] == {"readyz": 200, "oip_http": 200, "oip_grpc": True}
-    after = {k: v for k, v in restart.after_signal.items() if k != "before"}
+    after = {k: restart.after_signal[k] for k in ("readyz", "oip_http", "oip_grpc")}
     assert after == {"readyz": 503, "oip_http": 400, "oip_grpc": False}
     probes = restart.of("probe")
-    assert {a.status for a in probes if a.sent < restart.signalled} == {"200"}
+    assert {a.status for a in probes if a.done < restart.signalled} == {"200"}
     assert {a.status for a in probes if a.sent >= restart.signalled} == {"503"}
 
 
@@ -165,7 +166,7 @@ def test_grpc_calls_sent_in_the_drain_window_all_succeed(restart: RestartRecord)
 
 
 def test_the_gateway_exits_zero_within_drain_and_grace(restart: RestartRecord) -> None:
-    assert restart.exit_code == 0
+    assert restart.exit_code == 0, restart.after_signal["log"]
 
 
 def test_a_second_signal_ends_the_drain_window(
@@ -189,3 +190,71 @@ def test_a_second_signal_ends_the_drain_window(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# -- a rolling restart: two gateways behind a load balancer that follows their readiness -------
+
+
+def _backend(address: str, url: str) -> Backend:
+    host, _, port = address.rpartition(":")
+    return Backend(host, int(port), f"{url}/readyz")
+
+
+@pytest.fixture(scope="module")
+def rolling_restart(
+    triton_server: LocalTriton, model_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RestartRecord]:
+    """SIGTERM to one of two gateways behind balancers (HTTP and gRPC), clients on the balancers."""
+    logs = tmp_path_factory.mktemp("rolling")
+    settings = {"drain_s": str(DRAIN_S), "grpc_max_connection_age_s": "0.5"}
+    stopping = _start_gateway(triton_server, model_repository, logs / "stopping.log", **settings)
+    staying = _start_gateway(triton_server, model_repository, logs / "staying.log", **settings)
+    (process, *_), gateways = stopping, (stopping, staying)
+    try:
+        http = [_backend(url.removeprefix("http://"), url) for _, url, _ in gateways]
+        grpc = [_backend(address, url) for _, url, address in gateways]
+        with ReadinessBalancer(http) as http_lb, ReadinessBalancer(grpc) as grpc_lb:
+            record = sigterm_under_load(
+                process,
+                f"http://127.0.0.1:{http_lb.port}",
+                f"127.0.0.1:{grpc_lb.port}",
+                http_clients=CLIENTS,
+                grpc_clients=CLIENTS,
+                warmup_s=2.0,
+                exit_timeout_s=DRAIN_S + GRACE_S,
+                load_after_exit_s=1.0,
+            )
+        record.after_signal["connections"] = {
+            "http": [b.connections for b in http],
+            "grpc": [b.connections for b in grpc],
+        }
+        yield record
+    finally:
+        for gateway, *_ in gateways:
+            if gateway.poll() is None:
+                gateway.kill()
+                gateway.wait()
+
+
+@pytest.mark.parametrize("clients", ["http", "grpc", "probe"])
+def test_a_rolling_restart_fails_and_refuses_nothing(
+    rolling_restart: RestartRecord, clients: str
+) -> None:
+    attempts = rolling_restart.of(clients)
+    assert [a for a in attempts if a.outcome != "ok"] == []
+    # the other gateway answered once the stopped one was gone
+    assert any(a.sent > rolling_restart.exited for a in attempts)
+
+
+def test_the_restarted_gateway_exits_zero(rolling_restart: RestartRecord) -> None:
+    assert rolling_restart.exit_code == 0
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_the_balancer_spread_connections_over_both_gateways(
+    rolling_restart: RestartRecord, protocol: str
+) -> None:
+    connections = rolling_restart.after_signal["connections"]
+    assert isinstance(connections, dict)
+    stopping, staying = connections[protocol]
+    assert stopping > 0 and staying > 0
