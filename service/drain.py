@@ -14,6 +14,9 @@ SIGTERM (or SIGINT):
    no request in flight is closed once it has been idle for `IDLE_CLOSE_S`;
 4. uvicorn's lifespan shutdown follows: the OIP gRPC server stops (GOAWAY; RPCs in flight finish
    within `shutdown_grace_s`), queued batches finish, and the process exits with code 0.
+   grpc-core cancels calls that reach a server whose shutdown has begun, so gRPC clients should
+   be gone by then: `grpc_max_connection_age_s` below `drain_s` sends each connection a
+   graceful GOAWAY during the window, and the clients reconnect elsewhere.
 
 A second SIGTERM or SIGINT during the drain window ends the window at once (step 3 starts, no
 request in flight is given up); a SIGINT after that forces the exit as uvicorn does.

@@ -3,7 +3,8 @@
 One real gateway (`modelgate serve`, one worker) in front of the session's real Triton, with a
 short drain window; 16 keep-alive HTTP clients and 16 stock tritonclient gRPC clients send
 requests back to back while the gateway gets SIGTERM (see loadtests/restart_load.py). The tests
-below read what every request got.
+below read what every request got. A second scenario restarts one of two gateways behind a
+balancer that follows their readiness, as a rolling update does.
 """
 
 from __future__ import annotations
