@@ -109,6 +109,22 @@ class Settings(BaseSettings):
     """One uvicorn log line per HTTP request. Off by default: it costs CPU on the hot path, and
     the metrics and `X-Request-ID` already account for every request."""
 
+    drift_monitoring: bool = True
+    """Compare each model version's recent inputs and outputs with its reference profile
+    (`reference_profile.json`) and export the distances as `modelgate_drift_psi`. Off: no
+    feature is computed and nothing is stored per request."""
+
+    drift_window_items: int = Field(default=500, ge=10, le=1_000_000)
+    """Items (not requests) in each model version's sliding drift window: the last N answered."""
+
+    drift_min_items: int = Field(default=100, ge=1)
+    """Items a window needs before its distances are published (NaN until then): fewer make
+    the PSI too noisy to mean anything."""
+
+    drift_refresh_s: float = Field(default=5.0, gt=0)
+    """With several worker processes: how often each recomputes its drift gauges (a single
+    process recomputes them on every scrape of `/metrics`)."""
+
     @field_validator("triton_url")
     @classmethod
     def _check_urls(cls, value: str) -> str:
