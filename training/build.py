@@ -15,9 +15,9 @@ import torch
 
 from service import model_contract as contract
 from training import data, evaluation_items, fingerprint, repository, slices, tracking
-from training.profile import write_profile
 from training.evaluate import evaluate_model_dir, evaluation_sets
 from training.export import PARITY_ATOL, PARITY_RTOL, ParityCase, check_parity, export_onnx
+from training.profile import write_profile
 from training.recipes import MAX_BATCH_SIZE, RECIPES, Prepared, Recipe
 from training.train import (
     OPTIMIZER,
