@@ -339,7 +339,7 @@ class DataPlane:
             )
         preprocessor = model.preprocessor
         drift = model.drift
-        observed: list[list[float]] = []
+        observed: list[list[float] | None] = []
         items = []
         for payload in payloads:
             t0 = time.monotonic()
@@ -350,7 +350,7 @@ class DataPlane:
             t1 = self._stage(spec.name, "decode", t0)
             tensors = preprocessor.preprocess(decoded)
             if drift is not None:
-                observed.append(drift.extract(decoded, tensors))
+                observed.append(drift.features(decoded, tensors))
             self._stage(spec.name, "preprocess", t1)
             items.append({k_: v[None, ...] for k_, v in tensors.items()})
         inputs = model.collator(items)

@@ -59,11 +59,24 @@ class DriftWindow:
         self._logits = np.zeros((capacity, max(1, len(spec.labels))), dtype=np.float32)
         self._next = 0  # ring position of the next item
         self.items = 0  # items in the window (up to capacity)
+        self._failed = False
 
-    def add(self, rows: list[list[float]], logits: np.ndarray) -> None:
-        """Append one request's items: their input features and output rows (same order)."""
+    def features(self, decoded: Any, tensors: Mapping[str, np.ndarray]) -> list[float] | None:
+        """The input features of one preprocessed item; None (logged once) if they cannot be
+        computed: monitoring must never fail a request the model can answer."""
+        try:
+            return self.extract(decoded, tensors)
+        except Exception:
+            if not self._failed:
+                self._failed = True
+                log.exception("%s: drift features failed; such items are left out", self.model)
+            return None
+
+    def add(self, rows: list[list[float] | None], logits: np.ndarray) -> None:
+        """Append one request's items: their input features and output rows (same order).
+        A request with an item whose features failed is left out whole."""
         n = len(rows)
-        if n == 0:
+        if n == 0 or None in rows:
             return
         if n > self.capacity:  # only the newest fit
             rows, logits, n = rows[-self.capacity :], logits[-self.capacity :], self.capacity
@@ -146,8 +159,9 @@ class DriftMonitor:
         )
         self.windows[(spec.name, spec.version)] = window
         self.window_fill.labels(spec.name, spec.version).set(0)
-        for name in window.profile.names:
-            self.psi.labels(spec.name, spec.version, name).set(math.nan)
+        if multiprocess_dir() is None:  # workers' NaNs would not merge: series appear when set
+            for name in window.profile.names:
+                self.psi.labels(spec.name, spec.version, name).set(math.nan)
         return window
 
     def refresh(self) -> None:

@@ -195,3 +195,16 @@ def test_profile_of_another_kind_is_refused(model_repository: Path) -> None:
     digits = load_profile(model_repository / "digits_cnn" / "1" / REFERENCE_PROFILE_FILE)
     with pytest.raises(ProfileError, match="re-run `modelgate profile`"):
         DriftWindow(spec, digits, 10, features.extractor(spec))
+
+
+def test_features_that_fail_leave_the_request_out_instead_of_failing_it(
+    model_repository: Path,
+) -> None:
+    window = vowels_window(model_repository, capacity=10)
+    assert window.features("not a sequence", {}) is None  # logged, not raised
+    good = window.features(np.ones((5, 12), dtype=np.float32), {})
+    assert good is not None
+    window.add([good, None], np.zeros((2, 9), np.float32))
+    assert window.items == 0
+    window.add([good], np.zeros((1, 9), np.float32))
+    assert window.items == 1
