@@ -126,16 +126,18 @@ def test_held_out_traffic_stays_quiet_then_shifted_traffic_fires(
         send_items(drift_gateway, model, kind, held_out_items(kind))
 
     def all_published() -> bool:
-        result = prometheus.query(
+        """Every window full (as scraped after the last request) and every PSI a number."""
+        published = prometheus.query(
             "count by (model) (modelgate_drift_psi == modelgate_drift_psi)"  # not NaN
         )
-        return {sample["metric"]["model"] for sample in result} == set(models)
+        fill = prometheus.query(f"modelgate_drift_window_items == {WINDOW_ITEMS}")
+        return (
+            {s["metric"]["model"] for s in published}
+            == set(models)
+            == {s["metric"]["model"] for s in fill}
+        )
 
-    wait_until(all_published, 30.0, "drift gauges of every model in Prometheus")
-    fill = prometheus.query("modelgate_drift_window_items")
-    assert {s["metric"]["model"]: float(s["value"][1]) for s in fill} == dict.fromkeys(
-        models, float(WINDOW_ITEMS)
-    )
+    wait_until(all_published, 30.0, "full drift windows of every model in Prometheus")
     # Quiet for well past the test rules' `for:` (several evaluations of each rule).
     quiet_until = time.monotonic() + 12.0
     while time.monotonic() < quiet_until:
