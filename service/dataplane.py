@@ -27,6 +27,7 @@ from service.backends.base import InferenceBackend, Readiness
 from service.batcher import Batcher
 from service.errors import BadInput, ModelGateError, ModelNotFound
 from service.metrics import UNKNOWN_MODEL, Metrics
+from service.monitoring.drift import DriftMonitor, DriftWindow
 from service.postprocess import top_k as top_k_predictions
 from service.repository import ModelSpec
 from service.settings import Settings
@@ -145,10 +146,18 @@ class _Model:
     """Runtime state of one model: spec, preprocessor, collator, batcher."""
 
     def __init__(
-        self, spec: ModelSpec, settings: Settings, backend: InferenceBackend, metrics: Metrics
+        self,
+        spec: ModelSpec,
+        settings: Settings,
+        backend: InferenceBackend,
+        metrics: Metrics,
+        drift: DriftMonitor | None = None,
     ) -> None:
         self.spec = spec
         self.preprocessor = preprocess.for_model(spec, max_image_pixels=settings.max_image_pixels)
+        self.drift: DriftWindow | None = None
+        if drift is not None:
+            self.drift = drift.window_for(spec, getattr(self.preprocessor, "tokenizer", None))
         self.collator = Collator(spec)
         max_batch = min(settings.max_batch_size or spec.max_batch_size, spec.max_batch_size)
         delay_s = (
@@ -185,8 +194,18 @@ class DataPlane:
         self.settings = settings
         self.backend = backend
         self.metrics = metrics
+        self.drift: DriftMonitor | None = None
+        if settings.drift_monitoring:
+            self.drift = DriftMonitor(
+                metrics.registry,
+                settings.drift_window_items,
+                settings.drift_min_items,
+                settings.drift_refresh_s,
+            )
+            metrics.before_render.append(self.drift.refresh)
         self._models = {
-            name: _Model(spec, settings, backend, metrics) for name, spec in specs.items()
+            name: _Model(spec, settings, backend, metrics, self.drift)
+            for name, spec in specs.items()
         }
 
     async def start(self) -> None:
@@ -194,12 +213,16 @@ class DataPlane:
         await self.backend.start()
         for model in self._models.values():
             model.batcher.start()
+        if self.drift is not None:
+            self.drift.start()
 
     async def close(self) -> None:
         """Finish queued work (bounded by `shutdown_grace_s`), then release the backend."""
         await asyncio.gather(
             *(m.batcher.close(self.settings.shutdown_grace_s) for m in self._models.values())
         )
+        if self.drift is not None:
+            await self.drift.close()
         await self.backend.close()
 
     # -- metadata -----------------------------------------------------------------------------
@@ -317,6 +340,8 @@ class DataPlane:
                 f"{self.settings.max_items_per_request}"
             )
         preprocessor = model.preprocessor
+        drift = model.drift
+        observed: list[list[float] | None] = []
         items = []
         for payload in payloads:
             t0 = time.monotonic()
@@ -326,11 +351,16 @@ class DataPlane:
                 decoded = preprocessor.decode(payload)
             t1 = self._stage(spec.name, "decode", t0)
             tensors = preprocessor.preprocess(decoded)
+            if drift is not None:
+                observed.append(drift.features(decoded, tensors))
             self._stage(spec.name, "preprocess", t1)
             items.append({k_: v[None, ...] for k_, v in tensors.items()})
         inputs = model.collator(items)
         outputs = await model.batcher.submit(inputs, len(items), deadline)
-        return outputs[spec.output].reshape(len(items), -1)
+        logits = outputs[spec.output].reshape(len(items), -1)
+        if drift is not None:  # only answered items: a failed batch raised above
+            drift.add(observed, logits)
+        return logits
 
     def validate_tensors(self, spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> int:
         """Check names, datatypes and shapes against config.pbtxt; returns the number of rows."""
