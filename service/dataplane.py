@@ -27,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from service import preprocess
+from service import drain, preprocess
 from service.backends.base import InferenceBackend, Readiness
 from service.batcher import Batcher
 from service.errors import BadInput, ModelGateError, ModelNotFound
 from service.metrics import NO_VERSION, UNKNOWN_MODEL, Metrics
+from service.monitoring.drift import DriftMonitor, DriftWindow
 from service.postprocess import top_k as top_k_predictions
 from service.repository import ModelSpec
 from service.settings import Settings
@@ -160,7 +161,12 @@ class _Model:
     """Runtime state of one model version: spec, preprocessor, collator, batcher."""
 
     def __init__(
-        self, spec: ModelSpec, settings: Settings, backend: InferenceBackend, metrics: Metrics
+        self,
+        spec: ModelSpec,
+        settings: Settings,
+        backend: InferenceBackend,
+        metrics: Metrics,
+        drift: DriftMonitor | None = None,
     ) -> None:
         self.spec = spec
         # Set when the version leaves the served set (or is about to): its unpinned requests
@@ -168,6 +174,9 @@ class _Model:
         self.retiring = False
         self.preprocessor = preprocess.for_model(spec, max_image_pixels=settings.max_image_pixels)
         self.preprocessing_key = preprocessing_key(spec)  # shadow copies reuse equal tensors
+        self.drift: DriftWindow | None = None
+        if drift is not None:
+            self.drift = drift.window_for(spec, getattr(self.preprocessor, "tokenizer", None))
         self.collator = Collator(spec)
         max_batch = min(settings.max_batch_size or spec.max_batch_size, spec.max_batch_size)
         delay_s = (
@@ -217,6 +226,15 @@ class DataPlane:
         self.settings = settings
         self.backend = backend
         self.metrics = metrics
+        self.drift: DriftMonitor | None = None
+        if settings.drift_monitoring:
+            self.drift = DriftMonitor(
+                metrics.registry,
+                settings.drift_window_items,
+                settings.drift_min_items,
+                settings.drift_refresh_s,
+            )
+            metrics.before_render.append(self.drift.refresh)
         self._served: dict[str, ServedModel] = {
             name: _served_model({v: self._runtime(spec) for v, spec in versions.items()})
             for name, versions in specs.items()
@@ -232,7 +250,7 @@ class DataPlane:
         return {name: list(served.versions) for name, served in self._served.items()}
 
     def _runtime(self, spec: ModelSpec) -> _Model:
-        return _Model(spec, self.settings, self.backend, self.metrics)
+        return _Model(spec, self.settings, self.backend, self.metrics, self.drift)
 
     # -- changing the served set (service/lifecycle.py) ------------------------------------------
 
@@ -307,6 +325,8 @@ class DataPlane:
             for model in served.versions.values():
                 model.batcher.start()
         self.traffic.start()
+        if self.drift is not None:
+            self.drift.start()
 
     async def close(self) -> None:
         """Finish queued work (bounded by `shutdown_grace_s`), then release the backend.
@@ -319,6 +339,8 @@ class DataPlane:
                 for m in served.versions.values()
             )
         )
+        if self.drift is not None:
+            await self.drift.close()
         await self.backend.close()
 
     # -- routing ------------------------------------------------------------------------------
@@ -379,7 +401,9 @@ class DataPlane:
         return served.versions[served.newest].spec
 
     async def ready(self) -> Readiness:
-        """Whether the backend can serve every model now."""
+        """Whether the backend can serve every model now (never while the process drains)."""
+        if drain.draining():
+            return Readiness(False, "shutting down: draining connections")
         return await self.backend.readiness(self.served_specs())
 
     async def model_ready(self, spec: ModelSpec) -> Readiness:
@@ -473,8 +497,15 @@ class DataPlane:
             return await self._infer_payloads(model, payloads, scope.deadline, routed)
 
     async def _infer_payloads(
-        self, model: _Model, payloads: Sequence[Any], deadline: float, routed: bool = False
+        self,
+        model: _Model,
+        payloads: Sequence[Any],
+        deadline: float,
+        routed: bool = False,
+        observe: bool = True,
     ) -> np.ndarray:
+        """Decode, preprocess, batch; `routed` (unpinned) may start a shadow copy; `observe`
+        False keeps a shadow copy's items out of the version's drift window (never answered)."""
         spec = model.spec
         if not payloads:
             raise BadInput("no inputs given")
@@ -484,6 +515,8 @@ class DataPlane:
                 f"{self.settings.max_items_per_request}"
             )
         preprocessor = model.preprocessor
+        drift = model.drift if observe else None
+        observed: list[list[float] | None] = []
         items = []
         for payload in payloads:
             t0 = time.monotonic()
@@ -493,11 +526,15 @@ class DataPlane:
                 decoded = preprocessor.decode(payload)
             t1 = self._stage(spec, "decode", t0)
             tensors = preprocessor.preprocess(decoded)
+            if drift is not None:
+                observed.append(drift.features(decoded, tensors))
             self._stage(spec, "preprocess", t1)
             items.append({k_: v[None, ...] for k_, v in tensors.items()})
         inputs = model.collator(items)
         outputs = await model.batcher.submit(inputs, len(items), deadline)
         logits = outputs[spec.output].reshape(len(items), -1)
+        if drift is not None:  # only answered items: a failed batch raised above
+            drift.add(observed, logits)
         if routed and self.routing:
             self._shadow(model, logits, inputs, len(items), payloads)
         return logits
@@ -526,7 +563,7 @@ class DataPlane:
 
         async def run() -> np.ndarray:
             if payloads is not None and target.preprocessing_key != model.preprocessing_key:
-                return await self._infer_payloads(target, payloads, deadline)
+                return await self._infer_payloads(target, payloads, deadline, observe=False)
             outputs = await target.batcher.submit(inputs, rows, deadline)
             return outputs[target.spec.output].reshape(rows, -1)
 
