@@ -88,4 +88,5 @@ def test_drift_monitoring_off_exports_and_stores_nothing(start_gateway: GatewayF
     assert drift_samples(httpx.get(f"{gateway.url}/metrics").text) == {}
     dataplane = gateway.app.state.dataplane
     assert dataplane.drift is None
-    assert all(model.drift is None for model in dataplane._models.values())
+    runtimes = [m for served in dataplane._served.values() for m in served.versions.values()]
+    assert runtimes and all(model.drift is None for model in runtimes)
