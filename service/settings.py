@@ -160,8 +160,8 @@ class Settings(BaseSettings):
 
     drift_min_items: int = Field(default=300, ge=1)
     """Items a window needs before its distances are published (NaN until then). Smaller
-    windows are noisier: on held-out data the largest feature PSI reads up to about 0.3 at 100
-    items, 0.12 at 300, 0.06 at 500 (docs/monitoring.md)."""
+    windows are noisier: on held-out data the largest feature PSI reads up to about 0.4 at 100
+    items, 0.11 at 300, 0.06 at 500 (docs/monitoring.md)."""
 
     drift_refresh_s: float = Field(default=5.0, gt=0)
     """With several worker processes: how often each recomputes its drift gauges (a single
