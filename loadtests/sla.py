@@ -26,6 +26,14 @@ from pydantic import (
 
 Protocol = Literal["rest", "v2_http", "v2_grpc"]
 PayloadKind = Literal["image", "text", "sequence"]
+# Shifted traffic for watching drift monitoring react (loadtests/drift.yaml): the held-out items
+# transformed, or (text) phrases in languages the model does not know.
+Shift = Literal["none", "inverted", "noisy", "foreign", "scaled"]
+SHIFTS_BY_KIND: dict[str, tuple[str, ...]] = {
+    "image": ("inverted", "noisy"),
+    "text": ("foreign",),
+    "sequence": ("scaled", "noisy"),
+}
 
 # The product's models and the kind of payload each takes (docs/architecture.md).
 # Any other model name needs an explicit `payload:` in its target.
@@ -87,6 +95,11 @@ class Target(_Strict):
     encoding: Literal["json", "multipart"] = Field(
         "json", description="REST body: JSON with base64 images, or multipart `files`"
     )
+    shift: Shift = Field(
+        "none",
+        description="send shifted items instead of held-out ones (drift scenario): images "
+        "inverted|noisy, texts foreign, sequences scaled|noisy",
+    )
     budget: Budget
 
     @model_validator(mode="after")
@@ -98,6 +111,11 @@ class Target(_Strict):
             )
         if self.encoding == "multipart" and (self.kind != "image" or self.protocol != "rest"):
             raise ValueError("encoding: multipart is only for image models over protocol: rest")
+        if self.shift != "none" and self.shift not in SHIFTS_BY_KIND[self.kind]:
+            raise ValueError(
+                f"shift {self.shift!r} does not apply to {self.kind} payloads; "
+                f"use one of {list(SHIFTS_BY_KIND[self.kind])}"
+            )
         return self
 
     @property
@@ -107,6 +125,8 @@ class Target(_Strict):
     @property
     def name(self) -> str:
         """The name of this target's requests in Locust's statistics."""
+        if self.shift != "none":
+            return f"{self.protocol} {self.model} {self.shift}"
         return f"{self.protocol} {self.model}"
 
 
@@ -164,7 +184,7 @@ class Sla(_Strict):
         names = [t.name for t in self.targets]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"each model/protocol pair may appear once; repeated: {duplicates}")
+            raise ValueError(f"each model/protocol/shift may appear once; repeated: {duplicates}")
         if any(t.protocol == "v2_grpc" for t in self.targets) and not self.grpc_url:
             raise ValueError("a target uses protocol v2_grpc: set grpc_url (host:port)")
         return self

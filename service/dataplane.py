@@ -27,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from service import preprocess
+from service import drain, preprocess
 from service.backends.base import InferenceBackend, Readiness
 from service.batcher import Batcher
 from service.errors import BadInput, ModelGateError, ModelNotFound
 from service.metrics import NO_VERSION, UNKNOWN_MODEL, Metrics
+from service.monitoring.drift import DriftMonitor, DriftWindow
 from service.postprocess import top_k as top_k_predictions
 from service.repository import ModelSpec
 from service.settings import Settings
@@ -159,13 +160,21 @@ class _Model:
     """Runtime state of one model version: spec, preprocessor, collator, batcher."""
 
     def __init__(
-        self, spec: ModelSpec, settings: Settings, backend: InferenceBackend, metrics: Metrics
+        self,
+        spec: ModelSpec,
+        settings: Settings,
+        backend: InferenceBackend,
+        metrics: Metrics,
+        drift: DriftMonitor | None = None,
     ) -> None:
         self.spec = spec
         # Set when the version leaves the served set (or is about to): its unpinned requests
         # that fail are then answered by the version that replaces it.
         self.retiring = False
         self.preprocessor = preprocess.for_model(spec, max_image_pixels=settings.max_image_pixels)
+        self.drift: DriftWindow | None = None
+        if drift is not None:
+            self.drift = drift.window_for(spec, getattr(self.preprocessor, "tokenizer", None))
         self.collator = Collator(spec)
         max_batch = min(settings.max_batch_size or spec.max_batch_size, spec.max_batch_size)
         delay_s = (
@@ -215,13 +224,22 @@ class DataPlane:
         self.settings = settings
         self.backend = backend
         self.metrics = metrics
+        self.drift: DriftMonitor | None = None
+        if settings.drift_monitoring:
+            self.drift = DriftMonitor(
+                metrics.registry,
+                settings.drift_window_items,
+                settings.drift_min_items,
+                settings.drift_refresh_s,
+            )
+            metrics.before_render.append(self.drift.refresh)
         self._served: dict[str, ServedModel] = {
             name: _served_model({v: self._runtime(spec) for v, spec in versions.items()})
             for name, versions in specs.items()
         }
 
     def _runtime(self, spec: ModelSpec) -> _Model:
-        return _Model(spec, self.settings, self.backend, self.metrics)
+        return _Model(spec, self.settings, self.backend, self.metrics, self.drift)
 
     # -- changing the served set (service/lifecycle.py) ------------------------------------------
 
@@ -295,6 +313,8 @@ class DataPlane:
         for served in self._served.values():
             for model in served.versions.values():
                 model.batcher.start()
+        if self.drift is not None:
+            self.drift.start()
 
     async def close(self) -> None:
         """Finish queued work (bounded by `shutdown_grace_s`), then release the backend."""
@@ -305,6 +325,8 @@ class DataPlane:
                 for m in served.versions.values()
             )
         )
+        if self.drift is not None:
+            await self.drift.close()
         await self.backend.close()
 
     # -- routing ------------------------------------------------------------------------------
@@ -358,7 +380,9 @@ class DataPlane:
         return served.versions[served.newest].spec
 
     async def ready(self) -> Readiness:
-        """Whether the backend can serve every model now."""
+        """Whether the backend can serve every model now (never while the process drains)."""
+        if drain.draining():
+            return Readiness(False, "shutting down: draining connections")
         return await self.backend.readiness(self.served_specs())
 
     async def model_ready(self, spec: ModelSpec) -> Readiness:
@@ -461,6 +485,8 @@ class DataPlane:
                 f"{self.settings.max_items_per_request}"
             )
         preprocessor = model.preprocessor
+        drift = model.drift
+        observed: list[list[float] | None] = []
         items = []
         for payload in payloads:
             t0 = time.monotonic()
@@ -470,11 +496,16 @@ class DataPlane:
                 decoded = preprocessor.decode(payload)
             t1 = self._stage(spec, "decode", t0)
             tensors = preprocessor.preprocess(decoded)
+            if drift is not None:
+                observed.append(drift.features(decoded, tensors))
             self._stage(spec, "preprocess", t1)
             items.append({k_: v[None, ...] for k_, v in tensors.items()})
         inputs = model.collator(items)
         outputs = await model.batcher.submit(inputs, len(items), deadline)
-        return outputs[spec.output].reshape(len(items), -1)
+        logits = outputs[spec.output].reshape(len(items), -1)
+        if drift is not None:  # only answered items: a failed batch raised above
+            drift.add(observed, logits)
+        return logits
 
     def validate_tensors(self, spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> int:
         """Check names, datatypes and shapes against config.pbtxt; returns the number of rows."""

@@ -7,7 +7,7 @@ does): every process then writes its samples to files there and `render` aggrega
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -145,6 +145,8 @@ class Metrics:
         # every call, which shows on the request path; the label sets are small and bounded.
         self._request_children: dict[tuple[str, str, str, str, str], tuple[Any, Any]] = {}
         self._stage_children: dict[tuple[str, str, str], Any] = {}
+        # Called before each render: gauges computed on scrape, not per request (drift).
+        self.before_render: list[Callable[[], None]] = []
 
     def observer(self, model: str, version: str) -> ModelObserver:
         """The batcher observer for one version of `model` (its queue depth starts at 0)."""
@@ -187,6 +189,8 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """Exposition text and content type (summed over workers in multiprocess mode)."""
+        for hook in self.before_render:
+            hook()
         if multiprocess_dir() is not None:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)

@@ -29,6 +29,9 @@ EVALUATION_FILE = "evaluation.json"
 CARD_FILE = "MODEL_CARD.md"
 # Written by `modelgate build` into `<model>/<version>/`: the MLflow run that made the version.
 RUN_FILE = "run.json"
+# Written by `modelgate build` (or `modelgate profile`) into `<model>/<version>/`: binned input
+# and output feature distributions the gateway's drift monitor compares live traffic with.
+REFERENCE_PROFILE_FILE = "reference_profile.json"
 # Triton's custom model configurations: `--model-config-name=gpu` loads configs/gpu.pbtxt.
 GPU_CONFIG_FILE = "configs/gpu.pbtxt"
 WARMUP_DIR = "warmup"

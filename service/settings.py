@@ -110,6 +110,19 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     """On shutdown, how long in-flight and queued requests may take to finish."""
 
+    drain_s: float = Field(default=5.0, ge=0)
+    """After SIGTERM, how long the gateway reports not-ready yet keeps serving and accepting
+    connections, so load balancers stop routing to it before it closes (one worker only;
+    several workers stop as uvicorn stops them). The process then exits within `drain_s` +
+    `shutdown_grace_s`; deployments must allow that much (terminationGracePeriodSeconds,
+    stop_grace_period). 0: close at once."""
+
+    grpc_max_connection_age_s: float | None = Field(default=None, gt=0)
+    """OIP gRPC connections older than this get a graceful GOAWAY and clients reconnect (no
+    call fails). Long-lived HTTP/2 connections otherwise stay on a draining gateway until it
+    closes them; below `drain_s` they move to other replicas within the drain window. Unset:
+    connections live until the gateway stops."""
+
     embedded_threads: int = Field(default=1, ge=1, le=64)
     """ONNX Runtime intra-op threads per model for the embedded backend."""
 
@@ -124,6 +137,23 @@ class Settings(BaseSettings):
     access_log: bool = False
     """One uvicorn log line per HTTP request. Off by default: it costs CPU on the hot path, and
     the metrics and `X-Request-ID` already account for every request."""
+
+    drift_monitoring: bool = True
+    """Compare each model version's recent inputs and outputs with its reference profile
+    (`reference_profile.json`) and export the distances as `modelgate_drift_psi`. Off: no
+    feature is computed and nothing is stored per request."""
+
+    drift_window_items: int = Field(default=500, ge=10, le=1_000_000)
+    """Items (not requests) in each model version's sliding drift window: the last N answered."""
+
+    drift_min_items: int = Field(default=300, ge=1)
+    """Items a window needs before its distances are published (NaN until then). Smaller
+    windows are noisier: on held-out data the largest feature PSI reads up to about 0.3 at 100
+    items, 0.12 at 300, 0.06 at 500 (docs/monitoring.md)."""
+
+    drift_refresh_s: float = Field(default=5.0, gt=0)
+    """With several worker processes: how often each recomputes its drift gauges (a single
+    process recomputes them on every scrape of `/metrics`)."""
 
     @field_validator("triton_url")
     @classmethod

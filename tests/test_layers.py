@@ -96,5 +96,7 @@ print(sorted(typer.main.get_command(app).commands))
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[0] == str(
-        sorted(["build", "show", "triton", "serve", "up", "loadtest", "capacity", "verdict"])
+        sorted(
+            ["build", "profile", "show", "triton", "serve", "up", "loadtest", "capacity", "verdict"]
+        )
     )

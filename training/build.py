@@ -17,6 +17,7 @@ from service import model_contract as contract
 from training import data, evaluation_items, fingerprint, repository, slices, tracking
 from training.evaluate import evaluate_model_dir, evaluation_sets
 from training.export import PARITY_ATOL, PARITY_RTOL, ParityCase, check_parity, export_onnx
+from training.profile import write_profile
 from training.recipes import MAX_BATCH_SIZE, RECIPES, Prepared, Recipe
 from training.train import (
     OPTIMIZER,
@@ -212,6 +213,8 @@ def build_model(
         write(model_dir)
         version_dir = model_dir / str(version)
         tracking.write_run_file(version_dir, run.reference)
+        # The drift monitor's reference: feature and output distributions on held-out data.
+        profile_path = write_profile(model_dir, version)
         extra_card = ""
         if prepared.extra_evaluation is not None:
             record["evaluation_sets"], extra_card = prepared.extra_evaluation(model_dir, version)
@@ -229,6 +232,7 @@ def build_model(
             model_dir / contract.CONFIG_FILE,
             contract.artifact_path(model_dir, version, contract.PREPROCESSING_FILE),
             contract.artifact_path(model_dir, version, contract.LABELS_FILE),
+            profile_path,
         ):
             run.log_artifact(artifact, "model")
         for extra in prepared.extra_files:

@@ -398,6 +398,14 @@ async def start_server(
         # (for example by a Triton on the same host) instead of silently splitting traffic.
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
     ]
+    if settings.grpc_max_connection_age_s is not None:
+        # A graceful GOAWAY per connection of that age: the client reconnects without failing
+        # a call, through the load balancer, so connections spread over replicas and leave a
+        # draining gateway within its drain window.
+        options += [
+            ("grpc.max_connection_age_ms", round(settings.grpc_max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", round(settings.shutdown_grace_s * 1000)),
+        ]
     server = grpc.aio.server(options=options)
     handlers = method_handlers(InferenceService(dataplane, manager))
     server.add_generic_rpc_handlers(

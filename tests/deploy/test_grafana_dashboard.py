@@ -72,10 +72,14 @@ def test_the_required_views_are_there(dashboard: dict[str, Any]) -> None:
         "nv_inference_queue_duration_us",
         "nv_inference_compute_infer_duration_us",
         "nv_inference_request_success",
+        "modelgate_drift_psi",
+        "modelgate_drift_window_items",
     ):
         assert needle in queries, needle
     rows = [panel for panel in dashboard["panels"] if panel["type"] == "row"]
     assert any(row.get("repeat") == "model" for row in rows), "no per-model row"
+    drift_rows = [row for row in rows if "Drift" in row["title"]]
+    assert [row.get("repeat") for row in drift_rows] == ["model"], "no per-model drift row"
 
 
 def test_provisioning_points_at_the_dashboard(dashboard: dict[str, Any]) -> None:

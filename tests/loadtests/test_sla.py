@@ -25,6 +25,17 @@ def test_shipped_sla_is_valid() -> None:
     assert all(t.budget.p99_ms for t in sla.targets)
 
 
+def test_shipped_drift_scenario_shifts_every_model() -> None:
+    sla = load_sla(SHIPPED.parent / "drift.yaml")
+    shifts = {t.model: t.shift for t in sla.targets}
+    assert shifts == {
+        "digits_cnn": "inverted",
+        "langid_transformer": "foreign",
+        "vowels_gru": "scaled",
+    }
+    assert {t.name for t in sla.targets} >= {"rest digits_cnn inverted"}
+
+
 def test_minimal_file_gets_defaults() -> None:
     sla = parse_sla(MINIMAL)
     target = sla.targets[0]
@@ -72,6 +83,14 @@ def test_minimal_file_gets_defaults() -> None:
         (
             MINIMAL.replace("model: digits_cnn", "model: vowels_gru, encoding: multipart"),
             "multipart is only for image models",
+        ),
+        (
+            MINIMAL.replace("model: digits_cnn", "model: digits_cnn, shift: foreign"),
+            "shift 'foreign' does not apply to image payloads",
+        ),
+        (
+            MINIMAL.replace("model: digits_cnn", "model: digits_cnn, shift: upside_down"),
+            "targets[0].shift: Input should be",
         ),
         (MINIMAL + "capacity: {user_steps: [4, 2]}\n", "user_steps must increase strictly"),
         (MINIMAL.replace("load:", "host: localhost:8000\nload:"), "host: String should match"),

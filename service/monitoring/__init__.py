@@ -1,0 +1,1 @@
+"""Watching what the models see: input features, reference profiles and live drift."""
