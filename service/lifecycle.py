@@ -135,6 +135,7 @@ class ModelManager:
         self.backend = backend
         self._locks: dict[str, asyncio.Lock] = {}
         self._failures: dict[str, str] = {}  # model -> why its last load failed
+        self._unloaded: set[str] = set()  # models unloaded on request (until loaded again)
         self._loaded: dict[str, Fingerprint] = {}  # model -> files it was last loaded from
         self._seen: dict[str, Fingerprint] = {}  # model -> files at the watch's last look
         self._watch: asyncio.Task[None] | None = None
@@ -219,7 +220,7 @@ class ModelManager:
             served = self.dataplane.served_versions(name)
             model_dir = self.root / name
             on_disk = [str(v) for v in version_dirs(model_dir)] if model_dir.is_dir() else []
-            failure = self._failures.get(name, "")
+            failure = self._failures.get(name, "") or ("unloaded" if name in self._unloaded else "")
             for version in sorted(set(on_disk) | set(served), key=int):
                 if version in served:
                     rows.append(VersionState(name, version, "READY"))
@@ -264,6 +265,7 @@ class ModelManager:
                     raise
                 raise error from exc
             self._failures.pop(name, None)
+            self._unloaded.discard(name)
             self._loaded[name] = files
             self.loads.labels(model=name, outcome="success").inc()
             self.load_failed.labels(model=name).set(0)
@@ -348,6 +350,7 @@ class ModelManager:
                 log.warning("unloading %s from the backend: %s", name, exc.message)
             self._loaded[name] = await asyncio.to_thread(fingerprint, self.root / name)
             self._failures.pop(name, None)
+            self._unloaded.add(name)
             log.info("model %s unloaded", name)
 
 

@@ -104,7 +104,7 @@ def build_profile(model_dir: Path, version: int | str) -> ReferenceProfile:
     training, held_out = reference_payloads(spec.name)
     reference_inputs = _input_features(spec, held_out)
     training_inputs = _input_features(spec, training)
-    inputs, _truth = held_out_inputs(model_dir)
+    inputs, _truth = held_out_inputs(model_dir, int(version))
     outputs = features.output_features(run_onnx(model_dir / str(version) / "model.onnx", inputs))
 
     profiles: list[FeatureProfile] = []

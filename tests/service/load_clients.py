@@ -19,6 +19,7 @@ class Answer:
     version: str | None
     probabilities: dict[str, float]
     error: str = ""
+    seconds: float = 0.0  # the request's latency as the client saw it
 
 
 @dataclass
@@ -54,6 +55,7 @@ class LoadClients:
             while not self._stop.is_set():
                 image = turn % len(self.images)
                 turn += 1
+                started = time.monotonic()
                 try:
                     response = client.post(
                         self.path,
@@ -78,7 +80,28 @@ class LoadClients:
                 body = response.json()
                 (prediction,) = body["predictions"]
                 probabilities = {p["label"]: p["probability"] for p in prediction["top_k"]}
-                self._record(Answer(time.monotonic(), image, 200, body["version"], probabilities))
+                now = time.monotonic()
+                self._record(
+                    Answer(now, image, 200, body["version"], probabilities, seconds=now - started)
+                )
+
+    def summary(self) -> str:
+        """One line for the log: answers, failures, answers per version, latency percentiles."""
+        with self._lock:
+            answers = list(self.answers)
+        latencies = sorted(a.seconds for a in answers if a.status == 200) or [0.0]
+        versions: dict[str, int] = {}
+        for answer in answers:
+            versions[str(answer.version)] = versions.get(str(answer.version), 0) + 1
+
+        def percentile(q: float) -> float:
+            return 1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+
+        return (
+            f"{len(answers)} answers, {sum(a.status != 200 for a in answers)} failed, "
+            f"per version {dict(sorted(versions.items()))}, latency ms p50 "
+            f"{percentile(0.5):.1f} p99 {percentile(0.99):.1f} max {1000 * latencies[-1]:.1f}"
+        )
 
     def _record(self, answer: Answer) -> None:
         with self._lock:

@@ -195,7 +195,10 @@ def test_admin_load_and_unload_with_stock_tritonclient(
     client.unload_model(MODEL, headers=AUTH)
     assert httpx.post(url, files=upload, headers=AUTH).status_code == 404
     index = client.get_model_repository_index(headers=AUTH, as_json=True)["models"]
-    assert {m["version"]: m["state"] for m in index} == {"1": "UNAVAILABLE", "2": "UNAVAILABLE"}
+    assert {(m["version"], m["state"], m["reason"]) for m in index} == {
+        ("1", "UNAVAILABLE", "unloaded"),
+        ("2", "UNAVAILABLE", "unloaded"),
+    }
     http = httpclient.InferenceServerClient(gateway.url.removeprefix("http://"))
     http.load_model(MODEL, headers=AUTH)
     assert httpx.post(url, files=upload, headers=AUTH).json()["version"] == "2"
@@ -260,6 +263,7 @@ def test_new_version_takes_over_and_removal_returns_traffic_under_load(
         assert load.versions_since(back + 1.0) == {"1"}
     finally:
         answers = load.stop()
+        print(f"\n{load.summary()}")  # the run's figures (shown with pytest -s)
     check_answers(answers, expected)
     assert {a.version for a in answers if a.finished < removed} >= {"1", "2"}
     assert len(answers) >= 100, len(answers)
@@ -287,6 +291,7 @@ def test_corrupt_version_under_load_keeps_the_old_one_serving(
         time.sleep(LOAD_S)
     finally:
         answers = load.stop()
+        print(f"\n{load.summary()}")  # the run's figures (shown with pytest -s)
     check_answers(answers, expected)
     assert {a.version for a in answers} == {"1"}
     assert len(answers) >= 100, len(answers)

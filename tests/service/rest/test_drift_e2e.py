@@ -88,5 +88,8 @@ def test_drift_monitoring_off_exports_and_stores_nothing(start_gateway: GatewayF
     assert drift_samples(httpx.get(f"{gateway.url}/metrics").text) == {}
     dataplane = gateway.app.state.dataplane
     assert dataplane.drift is None
-    runtimes = [m for served in dataplane._served.values() for m in served.versions.values()]
-    assert runtimes and all(model.drift is None for model in runtimes)
+    assert all(
+        model.drift is None
+        for served in dataplane._served.values()
+        for model in served.versions.values()
+    )
