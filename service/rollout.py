@@ -59,16 +59,17 @@ class RolloutState:
             f"  unpinned traffic: {weights}"
             + ("" if self.policy is not None else f"  (no {ROUTING_FILE}: newest version)"),
             f"  shadow: v{effective.shadow}" if effective.shadow else "  shadow: none",
-            f"  rollback goes to: v{effective.previous}"
-            if effective.previous
-            else "  rollback goes to: " + _rollback_target_text(effective),
+            "  rollback goes to: " + _rollback_target_text(effective),
         ]
         return "\n".join(lines)
 
 
 def _rollback_target_text(policy: RoutingPolicy) -> str:
+    """What `rollback` would do (the same order as `rollback` itself)."""
     if policy.canaries or policy.shadow:
         return f"v{policy.primary} alone (ends the canary/shadow)"
+    if policy.previous:
+        return f"v{policy.previous}"
     return "nothing recorded"
 
 

@@ -51,10 +51,12 @@ def test_the_whole_lifecycle(repo: Path) -> None:
 
     code, out = rollout(repo, "status", "m")
     assert code == 0 and "v1 90 %, v2 10 %" in out and "shadow: v2" in out
+    assert "rollback goes to: v1 alone (ends the canary/shadow)" in out
 
     code, out = rollout(repo, "promote", "m")
     assert code == 0 and "promoted" in out
     assert routing(repo) == {"weights": {"2": 100}, "previous": "1"}
+    assert "rollback goes to: v1" in rollout(repo, "status", "m")[1]
 
     code, out = rollout(repo, "rollback", "m")
     assert code == 0 and "v1 100 %" in out
