@@ -75,3 +75,33 @@ def build(
         typer.echo(f"error: build refused: {refused}", err=True)
         raise typer.Exit(1) from None
     show(repository)
+
+
+@app.command()
+def profile(
+    repository: RepositoryOption = Path("model_repository"),
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Only this model (repeatable).")
+    ] = None,
+    version: Annotated[
+        int | None,
+        typer.Option(min=1, help="Profile this version instead of each model's newest."),
+    ] = None,
+) -> None:
+    """Write the reference profile (reference_profile.json) of versions already built, without
+    retraining: input-feature and output distributions on the held-out data, which the
+    gateway's drift monitor compares live traffic with. `build` writes it for new versions."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    from service.model_contract import is_model_dir, version_dirs
+    from training.profile import write_profile
+
+    dirs = {p.name: p for p in sorted(repository.iterdir()) if is_model_dir(p)}
+    unknown = sorted(set(model or []) - set(dirs))
+    if unknown:
+        raise typer.BadParameter(f"unknown model(s) {unknown}; in {repository}: {sorted(dirs)}")
+    for name in model or list(dirs):
+        versions = version_dirs(dirs[name])
+        chosen = version if version is not None else versions[-1]
+        if chosen not in versions:
+            raise typer.BadParameter(f"{name} has no version {chosen} (versions: {versions})")
+        typer.echo(write_profile(dirs[name], chosen))

@@ -68,9 +68,9 @@ def _ledoit_wolf_precision(rows: np.ndarray) -> np.ndarray:
 # --- the model's own data, through its committed preprocessing -------------------------------
 
 
-def training_inputs(model_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The training split as named model inputs (preprocessed per the model's files) and labels."""
-    pre = read_preprocessing(model_dir)
+def training_inputs(model_dir: Path, version: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The training split as named model inputs (preprocessed per the version's files), labels."""
+    pre = read_preprocessing(model_dir, version)
     kind = pre["kind"]
     spec = pre[kind]
     if kind == "image":
@@ -84,15 +84,17 @@ def training_inputs(model_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]
         return {spec["input"]: values, spec["mask"]: mask}, train.labels
     if kind == "text":
         texts, _ = data.load_langid_split()
-        ids, attention = features.text_tensors(texts.texts, _tokenizer(model_dir, spec), spec)
+        tokenizer = _tokenizer(model_dir, spec, version)
+        ids, attention = features.text_tensors(texts.texts, tokenizer, spec)
         return {spec["input_ids"]: ids, spec["attention_mask"]: attention}, texts.labels
     raise ValueError(f"{model_dir}: unknown preprocessing kind {kind!r}")
 
 
-def _tokenizer(model_dir: Path, spec: dict[str, Any]) -> Any:
+def _tokenizer(model_dir: Path, spec: dict[str, Any], version: int) -> Any:
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str(model_dir / spec["tokenizer_file"]))
+    path = contract.artifact_path(model_dir, version, spec["tokenizer_file"])
+    return Tokenizer.from_file(str(path))
 
 
 @dataclass(frozen=True)
@@ -119,11 +121,11 @@ class ScoredSet:
 
 
 def model_inputs(
-    model_dir: Path, raw: RawSet
+    model_dir: Path, version: int, raw: RawSet
 ) -> tuple[dict[str, np.ndarray] | None, list[int], int]:
     """Preprocess each item as the gateway would; (inputs of the kept items, kept indices,
     refused count). An item preprocessing refuses (BadInput) is what the gateway answers 400."""
-    pre = read_preprocessing(model_dir)
+    pre = read_preprocessing(model_dir, version)
     kind = pre["kind"]
     spec = pre[kind]
     kept: list[int] = []
@@ -145,16 +147,16 @@ def model_inputs(
     if kind == "sequence":
         values, mask = features.sequence_tensors(rows, spec)
         return {spec["input"]: values, spec["mask"]: mask}, kept, refused
-    ids, attention = features.text_tensors(rows, _tokenizer(model_dir, spec), spec)
+    ids, attention = features.text_tensors(rows, _tokenizer(model_dir, spec, version), spec)
     return {spec["input_ids"]: ids, spec["attention_mask"]: attention}, kept, refused
 
 
 # --- in-distribution held-out sets -------------------------------------------------------------
 
 
-def in_distribution_sets(model_dir: Path) -> list[RawSet]:
+def in_distribution_sets(model_dir: Path, version: int) -> list[RawSet]:
     """Held-out data the model is meant to handle (never trained on)."""
-    kind = read_preprocessing(model_dir)["kind"]
+    kind = read_preprocessing(model_dir, version)["kind"]
     if kind == "image":
         _, test = data.load_digits_split()
         scans = [f"scikit-learn/{i}" for i in range(len(test.labels))]
@@ -314,9 +316,9 @@ def _aeon_windows(name: str, count: int, rng: np.random.Generator, what: str) ->
     )
 
 
-def ood_sets(model_dir: Path) -> list[RawSet]:
+def ood_sets(model_dir: Path, version: int) -> list[RawSet]:
     """The model's out-of-distribution sets (fixed seeds; nothing here is fitted on)."""
-    kind = read_preprocessing(model_dir)["kind"]
+    kind = read_preprocessing(model_dir, version)["kind"]
     rng = np.random.default_rng(SEED)
     if kind == "image":
         return [_photo_crops(rng, 300), _noise(rng, 300), _letters(rng), _blank()]
@@ -375,10 +377,10 @@ def _onnx_path(model_dir: Path, version: int) -> Path:
 
 def fit(model_dir: Path, version: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The detector's parameters fitted on the training split (threshold not yet set)."""
-    pre = read_preprocessing(model_dir)
+    pre = read_preprocessing(model_dir, version)
     kind = pre["kind"]
     spec = pre[kind]
-    inputs, labels = training_inputs(model_dir)
+    inputs, labels = training_inputs(model_dir, version)
     arrays: dict[str, np.ndarray] = {}
     record: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "kind": kind}
     if kind == "image":
@@ -401,7 +403,7 @@ def fit(model_dir: Path, version: int) -> tuple[dict[str, Any], dict[str, np.nda
     elif kind == "text":
         ids_name, mask_name = spec["input_ids"], spec["attention_mask"]
         record["inputs"] = {"input_ids": ids_name, "attention_mask": mask_name}
-        tokenizer = _tokenizer(model_dir, spec)
+        tokenizer = _tokenizer(model_dir, spec, version)
         vocab = int(tokenizer.get_vocab_size())
         start = int(tokenizer.token_to_id("[EOS]"))
         ids, mask = inputs[ids_name], inputs[mask_name]
@@ -455,7 +457,7 @@ def scored_sets(
     """Each set's OOD scores, computed from the model's committed files as the gateway would."""
     out = []
     for raw in sets:
-        inputs, kept, refused = model_inputs(model_dir, raw)
+        inputs, kept, refused = model_inputs(model_dir, version, raw)
         if inputs is None:
             scores = np.zeros(0)
         else:
@@ -511,7 +513,7 @@ def evaluate(model_dir: Path, version: int, detector: OodDetector | None = None)
         detector = OodDetector.load(model_dir / str(version))
         if detector is None:
             raise FileNotFoundError(f"{model_dir}/{version}: no {contract.OOD_FILE}")
-    in_dist = scored_sets(detector, model_dir, version, in_distribution_sets(model_dir))
+    in_dist = scored_sets(detector, model_dir, version, in_distribution_sets(model_dir, version))
     calibration = np.concatenate([calibration_split(s.scores)[0] for s in in_dist])
     held_out = np.concatenate([calibration_split(s.scores)[1] for s in in_dist])
     threshold = round(float(np.quantile(calibration, CALIBRATION_QUANTILE)), 6)
@@ -534,7 +536,7 @@ def evaluate(model_dir: Path, version: int, detector: OodDetector | None = None)
         },
         "sets": {},
     }
-    for s in scored_sets(detector, model_dir, version, ood_sets(model_dir)):
+    for s in scored_sets(detector, model_dir, version, ood_sets(model_dir, version)):
         entry: dict[str, Any] = {
             "description": s.description,
             "size": s.size,

@@ -1,1 +1,2 @@
-"""What the gateway watches about the models themselves (not only their latency)."""
+"""What the gateway watches about the models themselves: input features, reference profiles,
+live drift and out-of-distribution scores."""

@@ -30,7 +30,12 @@ from service.preprocess.image import decode_base64
 from service.repository import ModelSpec, PayloadKind, TensorSpec
 
 SERVER_NAME = "modelgate"
-SERVER_EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration")
+SERVER_EXTENSIONS = (
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "model_repository",
+)
 PLATFORM = "onnxruntime_onnx"
 
 RAW_INPUTS: dict[PayloadKind, str] = {
@@ -184,7 +189,11 @@ async def infer(
     top_k: int | None,
     scope: RequestScope,
 ) -> dict[str, np.ndarray]:
-    """Run one OIP inference (passthrough or raw payloads); outputs in the order asked for."""
+    """Run one OIP inference (passthrough or raw payloads); outputs in the order asked for.
+
+    The version that answers is the one `DataPlane.route` picks (`scope.spec` afterwards);
+    inputs and outputs are the model's (config.pbtxt), labels that version's own.
+    """
     spec = dataplane.model(model, version)
     if not inputs:
         raise BadInput("the request has no inputs")
@@ -214,6 +223,7 @@ async def infer(
     else:
         model_outputs = await dataplane.infer_tensors(spec.name, version, inputs, scope=scope)
 
+    labels = (scope.spec or spec).labels
     logits = model_outputs[spec.output]
     available = dict(model_outputs)
     ood = scope.extra.get(OOD_KEY)
@@ -225,7 +235,7 @@ async def infer(
     if any(o.name in (PROBABILITIES, LABELS) for o in wanted):
         probabilities = softmax(logits.reshape(logits.shape[0], -1)).astype(np.float32)
         available[PROBABILITIES] = probabilities
-        available[LABELS] = _labels(probabilities, spec.labels, k)
+        available[LABELS] = _labels(probabilities, labels, k)
     answer: dict[str, np.ndarray] = {}
     for output in wanted:
         array = available.get(output.name)
@@ -239,6 +249,6 @@ async def infer(
         if output.classification:
             if array.dtype == np.object_:
                 raise BadInput(f"output {output.name} holds strings and cannot be classified")
-            array = _classification(array, spec.labels, output.classification)
+            array = _classification(array, labels, output.classification)
         answer[output.name] = array
     return answer

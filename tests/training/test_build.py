@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from modelgate.cli import app
 from service import model_contract as contract
+from service.repository import load_model
 from training.recipes import RECIPES
 
 COMMITTED = Path(__file__).resolve().parents[2] / "model_repository"
@@ -55,6 +56,12 @@ def test_new_version_is_added_beside_the_old_one(rebuilt: Path) -> None:
     assert record["version"] == 2
     config = contract.parse_config(model_dir / contract.CONFIG_FILE)
     assert config.version_policy.latest.num_versions == 1  # Triton serves version 2
+    # Version 2 carries its own preprocessing and labels; version 1 keeps the model-level ones.
+    for artifact in (contract.PREPROCESSING_FILE, contract.LABELS_FILE):
+        assert contract.artifact_path(model_dir, 2, artifact) == model_dir / "2" / artifact
+        assert contract.artifact_path(model_dir, 1, artifact) == model_dir / artifact
+    spec = load_model(model_dir)
+    assert (spec.version, spec.versions) == ("2", ("2",))
 
 
 def test_unknown_model_is_refused() -> None:

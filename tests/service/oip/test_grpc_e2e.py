@@ -158,7 +158,7 @@ def test_protocol_errors_and_the_server_keeps_serving(
          grpc.StatusCode.RESOURCE_EXHAUSTED, "message larger than max"),
         (lambda: client.get_inference_statistics("digits_cnn"), grpc.StatusCode.UNIMPLEMENTED,
          "not supported"),
-        (lambda: client.get_model_repository_index(), grpc.StatusCode.UNIMPLEMENTED,
+        (lambda: client.get_system_shared_memory_status(), grpc.StatusCode.UNIMPLEMENTED,
          "not supported"),
     ]  # fmt: skip
     for call, code, fragment in cases:
