@@ -97,6 +97,17 @@ print(sorted(typer.main.get_command(app).commands))
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[0] == str(
         sorted(
-            ["build", "profile", "show", "triton", "serve", "up", "loadtest", "capacity", "verdict"]
+            [
+                "build",
+                "profile",
+                "show",
+                "triton",
+                "serve",
+                "up",
+                "repository",
+                "loadtest",
+                "capacity",
+                "verdict",
+            ]
         )
     )
