@@ -240,6 +240,7 @@ def test_two_versions_by_policy_then_one_when_the_newest_is_removed(
         direct.close()
 
 
+@pytest.mark.slow  # at least 10 s of load on each side of a change
 def test_new_version_takes_over_and_removal_returns_traffic_under_load(
     gateway: RunningGateway, repository: Path, version_2: Path, images: list[bytes]
 ) -> None:
@@ -270,6 +271,7 @@ def test_new_version_takes_over_and_removal_returns_traffic_under_load(
     assert metric(gateway, "modelgate_model_loads_total", model=MODEL, outcome="success") >= 2
 
 
+@pytest.mark.slow  # at least 10 s of load on each side of a change
 def test_corrupt_version_under_load_keeps_the_old_one_serving(
     gateway: RunningGateway, repository: Path, version_2: Path, images: list[bytes]
 ) -> None:
