@@ -63,7 +63,8 @@ ENV MODELGATE_HOST=0.0.0.0 \
     MODELGATE_WORKERS=1 \
     MODELGATE_MODEL_REPOSITORY=/models \
     MODELGATE_TRITON_URL=triton:8001 \
-    MODELGATE_OTLP_ENDPOINT=""
+    MODELGATE_OTLP_ENDPOINT="" \
+    MODELGATE_GRPC_MAX_CONNECTION_AGE_S=2
 USER 10001:10001
 EXPOSE 8080 8081
 # Liveness of the process only; readiness (Triton reachable, models loaded) is /readyz.

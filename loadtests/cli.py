@@ -24,13 +24,18 @@ def loadtest(
     out: Path | None = typer.Option(
         None, "--out", help="report folder; default: reports/loadtest-<time>"
     ),
+    model_repository: Path | None = typer.Option(
+        None,
+        "--model-repository",
+        help="repository whose routing the SLA's rollout steps change; default: the SLA's",
+    ),
 ) -> None:
     """Run the SLA's load with Locust, judge every budget, exit non-zero on a breach."""
     from loadtests.runner import LoadtestError, run_loadtest
     from loadtests.sla import SlaError
 
     try:
-        outcome = run_loadtest(sla, host, out)
+        outcome = run_loadtest(sla, host, out, model_repository)
     except (SlaError, LoadtestError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_UNUSABLE) from exc

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from loadtests.sla import PayloadKind, Target
+from loadtests.sla import PayloadKind, Shift, Target
 
 POOL_REQUESTS = 256  # distinct request bodies per target; users cycle through them
 POOL_SEED = 7
@@ -86,12 +86,89 @@ def held_out_sequences() -> tuple[np.ndarray, ...]:
     return tuple(np.asarray(s, dtype=np.float32) for s in test.sequences)
 
 
-def held_out_items(kind: PayloadKind, image_format: str = "png") -> Sequence[Item]:
+def held_out_items(
+    kind: PayloadKind, image_format: str = "png", shift: Shift = "none"
+) -> Sequence[Item]:
+    """The held-out items of a payload kind, or their shifted variant (drift scenarios)."""
+    if shift != "none":
+        return shifted_items(kind, shift, image_format)
     if kind == "image":
         return held_out_images(image_format)
     if kind == "text":
         return held_out_texts()
     return held_out_sequences()
+
+
+# --- shifted traffic (drift scenarios) -------------------------------------------------
+
+SHIFT_SEED = 13
+# Grey-level standard deviation of the noise added to "noisy" images.
+IMAGE_NOISE_SIGMA = 48.0
+# "scaled" sequences: every coefficient times this (a gain or front-end change).
+SEQUENCE_SCALE = 1.5
+# "noisy" sequences: Gaussian noise of this many of each channel's held-out standard deviations.
+SEQUENCE_NOISE_SIGMAS = 0.5
+# "foreign" texts: frequent words of languages the language-id model was not trained on, in
+# Latin (Polish, Finnish, Turkish, Czech, Hungarian) and other scripts (Russian, Greek).
+FOREIGN_LANGUAGES = ("pl", "fi", "tr", "cs", "hu", "ru", "el")
+FOREIGN_PHRASES_PER_LANGUAGE = 100
+FOREIGN_TOP_WORDS = 2000
+
+
+def _encode_image(pixels: np.ndarray, image_format: str) -> bytes:
+    buffer = io.BytesIO()
+    image = Image.fromarray(np.asarray(pixels, dtype=np.uint8), mode="L")
+    if image_format == "jpeg":
+        image.save(buffer, format="JPEG", quality=95)
+    else:
+        image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@cache
+def shifted_items(kind: PayloadKind, shift: Shift, image_format: str = "png") -> tuple[Item, ...]:
+    """Held-out items moved away from what the models were trained and profiled on.
+
+    images: `inverted` (dark ink on light paper; the held-out digits are light on dark) or
+    `noisy` (Gaussian grey-level noise); texts: `foreign` (1-4 frequent words of a language
+    outside the model's eight, from wordfreq); sequences: `scaled` (every coefficient x1.5) or
+    `noisy` (Gaussian noise). Seeded, so every run sends the same items.
+    """
+    rng = np.random.default_rng(SHIFT_SEED)
+    if kind == "image" and shift in ("inverted", "noisy"):
+        from training.data import load_digits_split
+
+        _train, test = load_digits_split()
+        images = []
+        for pixels in test.images.astype(np.float64):
+            if shift == "inverted":
+                moved = 255.0 - pixels
+            else:
+                moved = pixels + rng.normal(0.0, IMAGE_NOISE_SIGMA, pixels.shape)
+            images.append(_encode_image(np.clip(np.round(moved), 0, 255), image_format))
+        return tuple(images)
+    if kind == "text" and shift == "foreign":
+        import wordfreq
+
+        phrases: list[str] = []
+        for language in FOREIGN_LANGUAGES:
+            words = wordfreq.top_n_list(language, FOREIGN_TOP_WORDS)
+            for _ in range(FOREIGN_PHRASES_PER_LANGUAGE):
+                count = int(rng.integers(1, 5))
+                phrases.append(" ".join(rng.choice(words, size=count)))
+        return tuple(phrases)
+    if kind == "sequence" and shift in ("scaled", "noisy"):
+        sequences = held_out_sequences()
+        spread = np.concatenate(sequences).std(axis=0)
+        moved_sequences: list[Item] = []
+        for seq in sequences:
+            if shift == "scaled":
+                moved_sequences.append((seq * SEQUENCE_SCALE).astype(np.float32))
+            else:
+                noise = rng.normal(0.0, 1.0, seq.shape) * spread * SEQUENCE_NOISE_SIGMAS
+                moved_sequences.append((seq + noise).astype(np.float32))
+        return tuple(moved_sequences)
+    raise ValueError(f"shift {shift!r} does not apply to {kind} payloads")
 
 
 def _batches(items: Sequence[Item], batch: int, count: int) -> list[list[Item]]:
@@ -117,7 +194,7 @@ def _json_input(kind: PayloadKind, item: Item) -> Any:
 
 def rest_bodies(target: Target, count: int = POOL_REQUESTS) -> list[HttpBody]:
     """Bodies for `POST /v1/models/{model}/predict` (JSON, or multipart `files` for images)."""
-    items = held_out_items(target.kind, target.image_format)
+    items = held_out_items(target.kind, target.image_format, target.shift)
     bodies = []
     for batch in _batches(items, target.batch, count):
         if target.encoding == "multipart":
@@ -165,7 +242,8 @@ def tensor_requests(
     preprocessor = for_model(spec, max_image_pixels=64 * 64)
     collate = Collator(spec)
     requests = []
-    for batch in _batches(held_out_items(target.kind, target.image_format), target.batch, count):
+    items = held_out_items(target.kind, target.image_format, target.shift)
+    for batch in _batches(items, target.batch, count):
         rows = []
         for item in batch:
             raw = item.tolist() if isinstance(item, np.ndarray) else item

@@ -33,6 +33,7 @@ from loadtests.contract import (
 )
 from loadtests.cpu import CpuAssessment, CpuMonitor, CpuSample, assess
 from loadtests.promdiff import StageFigure
+from loadtests.rollout_steps import RolloutSchedule, StepOutcome
 from loadtests.sla import Sla, load_sla
 from loadtests.verdict import VerdictLine, breaches, evaluate_all, read_locust_stats
 
@@ -161,10 +162,12 @@ class LoadtestOutcome:
     gateway_totals: list[StageFigure]
     cpu: CpuAssessment
     warnings: list[str] = field(default_factory=list)
+    steps: list[StepOutcome] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return not breaches(self.lines)
+        """Every budget met and every rollout step applied."""
+        return not breaches(self.lines) and all(step.error is None for step in self.steps)
 
     @property
     def breakdown(self) -> list[StageFigure]:
@@ -191,6 +194,12 @@ class LoadtestOutcome:
                 "Gateway per-stage latency over the measured window (/metrics diff):",
                 report.text_table(report.STAGE_HEADER, report.stage_rows(self.breakdown)),
             ]
+        if self.steps:
+            parts.append(
+                "\n".join(
+                    ["Rollout steps during the load:", *(f"  {s.describe()}" for s in self.steps)]
+                )
+            )
         parts.append(f"Load generator CPU: {self.cpu.describe()}")
         if self.warnings:
             parts.append("\n".join(f"WARNING: {w}" for w in self.warnings))
@@ -211,6 +220,14 @@ class LoadtestOutcome:
             report.markdown_table(report.STAGE_HEADER, report.stage_rows(self.breakdown))
             if self.stages or self.gateway_totals
             else "gateway /metrics not available",
+            *(
+                [
+                    "## Rollout steps during the load",
+                    "\n".join(f"- {s.describe()}" for s in self.steps),
+                ]
+                if self.steps
+                else []
+            ),
             "## Load generator",
             self.cpu.describe(),
             *[f"- WARNING: {w}" for w in self.warnings],
@@ -238,6 +255,7 @@ class LoadtestOutcome:
             "stages": [vars(f) for f in self.breakdown],
             "cpu": vars(self.cpu) | {"saturated": self.cpu.saturated},
             "warnings": self.warnings,
+            "rollout": [step.to_json() for step in self.steps],
         }
 
 
@@ -248,12 +266,21 @@ def _trust_suffix(outcome: LoadtestOutcome) -> str:
 
 
 def run_loadtest(
-    sla_path: Path, host: str | None = None, out_dir: Path | None = None
+    sla_path: Path,
+    host: str | None = None,
+    out_dir: Path | None = None,
+    model_repository: Path | None = None,
 ) -> LoadtestOutcome:
-    """Run the SLA's steady load against `host` and judge it. Raises `SlaError`/`LoadtestError`."""
+    """Run the SLA's steady load against `host` and judge it. Raises `SlaError`/`LoadtestError`.
+
+    The SLA's `rollout` steps (if any) change routing in `model_repository` (default: the SLA's
+    own `model_repository`, relative to the file) while the measured window runs.
+    """
     sla = load_sla(sla_path)
     base_url = resolve_host(sla, host)
     check_reachable(base_url)
+    repository = model_repository or (sla_path.parent / (sla.model_repository or ".")).resolve()
+    schedule = RolloutSchedule(list(sla.rollout), repository, base_url)
     out = out_dir or default_out_dir("loadtest")
     out.mkdir(parents=True, exist_ok=True)
     warnings: list[str] = []
@@ -294,10 +321,20 @@ def run_loadtest(
     ]
     if profile.processes > 1:
         args += ["--processes", str(profile.processes)]
-    on_warmup = None if profile.warmup_s == 0 else (lambda: scrape("before"))
-    locust = run_locust(
-        args, _locust_env(sla_path), out / "locust.log", run_time + LOCUST_GRACE_S, on_warmup
-    )
+
+    def warmup_over() -> None:
+        scrape("before")
+        schedule.start()
+
+    if profile.warmup_s == 0:
+        schedule.start()
+    on_warmup = None if profile.warmup_s == 0 else warmup_over
+    try:
+        locust = run_locust(
+            args, _locust_env(sla_path), out / "locust.log", run_time + LOCUST_GRACE_S, on_warmup
+        )
+    finally:
+        steps = schedule.finish()
     scrape("after")
     stats_csv = out / "locust_stats.csv"
     if locust.timed_out or locust.returncode != 0 or not stats_csv.exists():
@@ -326,7 +363,7 @@ def run_loadtest(
             f"the whole machine's CPU averaged {cpu.system_mean:.0f} %: if the gateway runs here "
             "too, it competed with the load generator (and anything else running) for CPU"
         )
-    outcome = LoadtestOutcome(sla, base_url, out, lines, stages, totals, cpu, warnings)
+    outcome = LoadtestOutcome(sla, base_url, out, lines, stages, totals, cpu, warnings, steps)
     chart.loadtest_chart(
         out / "locust_stats_history.csv", sla.targets, stages, profile.warmup_s, out / "chart.png"
     )

@@ -26,6 +26,14 @@ from pydantic import (
 
 Protocol = Literal["rest", "v2_http", "v2_grpc"]
 PayloadKind = Literal["image", "text", "sequence"]
+# Shifted traffic for watching drift monitoring react (loadtests/drift.yaml): the held-out items
+# transformed, or (text) phrases in languages the model does not know.
+Shift = Literal["none", "inverted", "noisy", "foreign", "scaled"]
+SHIFTS_BY_KIND: dict[str, tuple[str, ...]] = {
+    "image": ("inverted", "noisy"),
+    "text": ("foreign",),
+    "sequence": ("scaled", "noisy"),
+}
 
 # The product's models and the kind of payload each takes (docs/architecture.md).
 # Any other model name needs an explicit `payload:` in its target.
@@ -87,6 +95,11 @@ class Target(_Strict):
     encoding: Literal["json", "multipart"] = Field(
         "json", description="REST body: JSON with base64 images, or multipart `files`"
     )
+    shift: Shift = Field(
+        "none",
+        description="send shifted items instead of held-out ones (drift scenario): images "
+        "inverted|noisy, texts foreign, sequences scaled|noisy",
+    )
     budget: Budget
 
     @model_validator(mode="after")
@@ -98,6 +111,11 @@ class Target(_Strict):
             )
         if self.encoding == "multipart" and (self.kind != "image" or self.protocol != "rest"):
             raise ValueError("encoding: multipart is only for image models over protocol: rest")
+        if self.shift != "none" and self.shift not in SHIFTS_BY_KIND[self.kind]:
+            raise ValueError(
+                f"shift {self.shift!r} does not apply to {self.kind} payloads; "
+                f"use one of {list(SHIFTS_BY_KIND[self.kind])}"
+            )
         return self
 
     @property
@@ -107,6 +125,8 @@ class Target(_Strict):
     @property
     def name(self) -> str:
         """The name of this target's requests in Locust's statistics."""
+        if self.shift != "none":
+            return f"{self.protocol} {self.model} {self.shift}"
         return f"{self.protocol} {self.model}"
 
 
@@ -141,6 +161,26 @@ class CapacityProfile(_Strict):
         return self
 
 
+class RolloutStep(_Strict):
+    """One `modelgate rollout` step applied while the load runs (`modelgate loadtest`)."""
+
+    at_s: NonNegativeFloat = Field(description="seconds after the warm-up ended")
+    command: Literal["hold", "canary", "shadow", "promote", "rollback"]
+    model: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    version: str | None = Field(None, description="version for hold/canary/shadow/promote")
+    percent: float | None = Field(None, ge=0, lt=100, description="canary share, percent")
+
+    @model_validator(mode="after")
+    def _arguments(self) -> RolloutStep:
+        if self.command == "canary" and (self.version is None or self.percent is None):
+            raise ValueError("a canary step needs `version` and `percent`")
+        if self.command != "canary" and self.percent is not None:
+            raise ValueError("`percent` is only for a canary step")
+        if self.command == "rollback" and self.version is not None:
+            raise ValueError("a rollback step takes no `version` (it returns to the previous one)")
+        return self
+
+
 class Sla(_Strict):
     """A whole SLA file."""
 
@@ -158,15 +198,32 @@ class Sla(_Strict):
     load: LoadProfile
     capacity: CapacityProfile = Field(default_factory=lambda: CapacityProfile.model_validate({}))
     targets: list[Target] = Field(min_length=1)
+    rollout: list[RolloutStep] = Field(
+        default_factory=list,
+        description="routing changes applied during the measured window (needs model_repository)",
+    )
 
     @model_validator(mode="after")
     def _unique_and_reachable(self) -> Sla:
         names = [t.name for t in self.targets]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
-            raise ValueError(f"each model/protocol pair may appear once; repeated: {duplicates}")
+            raise ValueError(f"each model/protocol/shift may appear once; repeated: {duplicates}")
         if any(t.protocol == "v2_grpc" for t in self.targets) and not self.grpc_url:
             raise ValueError("a target uses protocol v2_grpc: set grpc_url (host:port)")
+        if self.rollout and not self.model_repository:
+            raise ValueError(
+                "rollout steps change routing.json in the gateway's repository: "
+                "set model_repository"
+            )
+        times = [step.at_s for step in self.rollout]
+        if times != sorted(times):
+            raise ValueError(f"rollout steps must be in time order, got at_s {times}")
+        if self.rollout and times[-1] >= self.load.duration_s:
+            raise ValueError(
+                f"the last rollout step (at_s {times[-1]:g}) must come before the measured "
+                f"window ends (duration_s {self.load.duration_s:g})"
+            )
         return self
 
     def target(self, name: str) -> Target:

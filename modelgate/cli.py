@@ -12,6 +12,7 @@ import typer
 
 from loadtests import cli as loadtests_cli
 from service import cli as service_cli
+from service import repository_cli
 from training import cli as training_cli
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(training_cli.app)
 app.add_typer(service_cli.app)
+app.add_typer(repository_cli.app)
 app.add_typer(loadtests_cli.app)
 
 

@@ -16,9 +16,10 @@ from service.backends.embedded import EmbeddedBackend
 from service.backends.triton import TritonBackend
 from service.dataplane import DataPlane
 from service.fastpath import FastPathApp
+from service.lifecycle import ModelManager
 from service.metrics import Metrics
-from service.oip import grpc_api, http_api
-from service.repository import ModelSpec, load_repository
+from service.oip import grpc_api, http_api, repository_http
+from service.repository import ModelSpec, load_repository_versions
 from service.rest import endpoints
 from service.rest.errors import install_error_handlers
 from service.rest.middleware import RequestContext
@@ -46,7 +47,8 @@ def create_backend(
         settings.triton_protocol,
         settings.triton_timeout_s,
         metrics.triton_up,
-        tracing.outgoing_metadata if tracing is not None else None,
+        trace_metadata=tracing.outgoing_metadata if tracing is not None else None,
+        config_name=settings.triton_config_name,
     )
 
 
@@ -63,24 +65,32 @@ def create_tracing(settings: Settings) -> RequestTracing | None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the gateway app; reads the repository now so a broken one fails at startup."""
     settings = settings if settings is not None else Settings()
-    specs = load_repository(settings.model_repository)
+    specs = load_repository_versions(settings.model_repository)
     metrics = Metrics(specs)
     tracing = create_tracing(settings)
-    backend = create_backend(settings, list(specs.values()), metrics, tracing)
+    backend = create_backend(
+        settings,
+        [spec for versions in specs.values() for spec in versions.values()],
+        metrics,
+        tracing,
+    )
     dataplane = DataPlane(settings, specs, backend, metrics, tracing)
+    manager = ModelManager(settings, dataplane, backend, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await dataplane.start()
+        manager.start()
         readiness = await dataplane.ready()
         if not readiness.ready:
             log.warning("backend not ready yet: %s", readiness.reason)
         grpc_server = None
         try:
             if settings.grpc_enabled:  # OIP gRPC: same process, same event loop, same data plane
-                grpc_server = await grpc_api.start_server(dataplane)
+                grpc_server = await grpc_api.start_server(dataplane, manager)
             yield
         finally:
+            await manager.close()
             if grpc_server is not None:
                 await grpc_server.stop(settings.shutdown_grace_s)
             await dataplane.close()
@@ -95,11 +105,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.dataplane = dataplane
+    app.state.model_manager = manager
     app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     app.include_router(endpoints.router)
+    app.include_router(repository_http.router)  # before http_api's catch-all /v2/...
     app.include_router(http_api.router)
     app.add_fast_route("POST", endpoints.PREDICT_PATH, endpoints.predict)
+    app.add_fast_route("POST", endpoints.PREDICT_VERSION_PATH, endpoints.predict)
     app.add_fast_route("POST", http_api.INFER_PATH, http_api.infer)
     app.add_fast_route("POST", http_api.INFER_VERSION_PATH, http_api.infer)
     return app

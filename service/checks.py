@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 
-from service.errors import BadInput, PayloadTooLarge, Unauthorized
+from service.errors import AdminDisabled, BadInput, PayloadTooLarge, Unauthorized
 from service.settings import Settings
 
 
@@ -22,6 +22,15 @@ def check_api_key(settings: Settings, authorization: str | None) -> None:
     if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), expected.encode()):
         # gRPC metadata keys are lower case; HTTP headers match case-insensitively
         raise Unauthorized("missing or invalid API key (send `authorization: Bearer <key>`)")
+
+
+def check_admin(settings: Settings, authorization: str | None) -> None:
+    """Repository control: refused when switched off, else the API key as for inference."""
+    if not settings.admin_enabled:
+        raise AdminDisabled(
+            "repository control is switched off on this gateway (MODELGATE_ADMIN_ENABLED=false)"
+        )
+    check_api_key(settings, authorization)
 
 
 def check_declared_size(settings: Settings, content_length: str | None) -> None:

@@ -12,11 +12,12 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 
+from service import rollout_cli
 from service.examples import curl_command
 from service.local_triton import (
     DEFAULT_REPOSITORY,
@@ -35,6 +36,7 @@ app = typer.Typer(
     help="modelgate gateway: serve the model repository behind Triton.",
     pretty_exceptions_enable=False,
 )
+app.add_typer(rollout_cli.app, name="rollout")
 
 RepositoryOption = Annotated[
     Path, typer.Option("--repository", "-r", help="Triton model repository directory.")
@@ -146,6 +148,8 @@ def serve(
     """Run the gateway (settings from MODELGATE_* variables; options override them)."""
     import uvicorn
 
+    from service import drain
+
     settings = _settings_from(
         {
             "host": host,
@@ -160,16 +164,21 @@ def serve(
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its samples here; /metrics in any worker sums them.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="modelgate-metrics-")
-    uvicorn.run(
-        "service.app:create_app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
-    )
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "log_level": settings.log_level,
+        "access_log": settings.access_log,
+        "timeout_graceful_shutdown": max(1, round(settings.shutdown_grace_s)),
+    }
+    app_factory = "service.app:create_app_from_env"
+    if settings.workers == 1:
+        # SIGTERM: not ready at once, serve through the drain window, close cleanly, exit 0
+        drain.run(uvicorn.Config(app_factory, **options), settings.drain_s)
+    else:
+        uvicorn.run(app_factory, **options)
 
 
 def wait_for_gateway(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -239,7 +248,14 @@ def up(
     # ignored, and Python then never raises KeyboardInterrupt, so Ctrl-C (or a
     # supervisor's SIGINT) would not stop `up` started that way.
     previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGINT)}
-    triton = LocalTriton(repository, trace_otlp_url=otlp_url or None)
+    # Explicit model control: Triton starts with every model, and the gateway loads, switches
+    # and unloads versions live (service/lifecycle.py).
+    triton = LocalTriton(
+        repository,
+        model_control_mode="explicit",
+        load_models=["*"],
+        trace_otlp_url=otlp_url or None,
+    )
     gateway: subprocess.Popen[bytes] | None = None
     code = 0
     try:
@@ -286,7 +302,9 @@ def up(
         code = 1
     finally:
         if gateway is not None:
-            stop_process(gateway, grace_s=Settings.model_fields["shutdown_grace_s"].default + 5)
+            fields = Settings.model_fields
+            grace_s = fields["drain_s"].default + fields["shutdown_grace_s"].default + 5
+            stop_process(gateway, grace_s=grace_s)
         triton.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

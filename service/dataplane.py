@@ -4,6 +4,11 @@
   infer -> softmax/top-k/labels.
 - `infer_tensors`: the model's own tensors -> validate against config.pbtxt -> batch -> infer.
 - `track`: wraps one request of any transport to record latency, status class and error reason.
+
+Versions: every served version of a model has its own preprocessor, collator and batcher, so a
+batch never mixes versions. `route` is the one place that picks the version of a request; the
+table it reads (`_served`) is replaced whole when the served set changes (service/lifecycle.py),
+so a request resolves its version with dictionary lookups and no lock.
 """
 
 from __future__ import annotations
@@ -22,15 +27,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service import preprocess
+from service import drain, preprocess
 from service.backends.base import InferenceBackend, Readiness
 from service.batcher import Batcher
 from service.errors import BadInput, ModelGateError, ModelNotFound
-from service.metrics import UNKNOWN_MODEL, Metrics
+from service.metrics import NO_VERSION, UNKNOWN_MODEL, Metrics
+from service.monitoring.drift import DriftMonitor, DriftWindow
+from service.monitoring.ood import ModelOod, OodDetector, OodResult
 from service.postprocess import top_k as top_k_predictions
 from service.repository import ModelSpec
 from service.settings import Settings
 from service.tensors import Collator
+from service.traffic import Traffic, preprocessing_key
 
 if TYPE_CHECKING:  # imported at run time only when tracing is on (service.app)
     from service.tracing import RequestTracing
@@ -56,8 +64,13 @@ def new_request_id() -> str:
     return f"{_id_prefix}{next(_id_counter):016x}"
 
 
+# Where a request's OOD result waits in `RequestScope.extra` for the transport to answer with it.
+OOD_KEY = "ood"
+
 # Payloads at least this large are decoded in a worker thread so the event loop keeps serving.
 THREAD_DECODE_BYTES = 256 * 1024
+# An unpinned request whose version was retired under it looks this often for its successor.
+REROUTE_POLL_S = 0.01
 
 
 @dataclass
@@ -70,6 +83,8 @@ class PredictResult:
     predictions: list[dict[str, Any]]
     # the model's output rows ([inputs, classes]), for callers that want more than the top-k
     logits: np.ndarray | None = None
+    # out-of-distribution scores and flags (None when monitoring is off or the model has none)
+    ood: OodResult | None = None
 
 
 @dataclass
@@ -83,6 +98,12 @@ class RequestScope:
     started: float
     deadline: float
     status: int = 200
+    # The version that answers, set by the data plane once `route` chose it: transports read
+    # the answering version (and its labels) here.
+    spec: ModelSpec | None = None
+    # A stable id of the client (header or key) for routing policies that keep a client on one
+    # version; transports fill it in when they have one.
+    client_key: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     trace: Any = None  # the request's span when it is traced (service.tracing), else None
 
@@ -139,10 +160,16 @@ class _Tracked:
         dataplane = self._dataplane
         metrics = dataplane.metrics
         metrics.inflight.dec()
-        label = scope.model if scope.model in dataplane._models else UNKNOWN_MODEL
+        label = scope.model if scope.model in dataplane._served else UNKNOWN_MODEL
         finished = time.monotonic()
         metrics.observe_request(
-            label, scope.endpoint, scope.protocol, scope.status, finished - scope.started, reason
+            label,
+            scope.spec.version if scope.spec is not None else NO_VERSION,
+            scope.endpoint,
+            scope.protocol,
+            scope.status,
+            finished - scope.started,
+            reason,
         )
         if scope.trace is not None and dataplane.tracing is not None:
             dataplane.tracing.end_request(
@@ -151,7 +178,7 @@ class _Tracked:
 
 
 class _Model:
-    """Runtime state of one model: spec, preprocessor, collator, batcher."""
+    """Runtime state of one model version: spec, preprocessor, collator, batcher."""
 
     def __init__(
         self,
@@ -159,10 +186,18 @@ class _Model:
         settings: Settings,
         backend: InferenceBackend,
         metrics: Metrics,
+        drift: DriftMonitor | None = None,
         tracing: RequestTracing | None = None,
     ) -> None:
         self.spec = spec
+        # Set when the version leaves the served set (or is about to): its unpinned requests
+        # that fail are then answered by the version that replaces it.
+        self.retiring = False
         self.preprocessor = preprocess.for_model(spec, max_image_pixels=settings.max_image_pixels)
+        self.preprocessing_key = preprocessing_key(spec)  # shadow copies reuse equal tensors
+        self.drift: DriftWindow | None = None
+        if drift is not None:
+            self.drift = drift.window_for(spec, getattr(self.preprocessor, "tokenizer", None))
         self.collator = Collator(spec)
         max_batch = min(settings.max_batch_size or spec.max_batch_size, spec.max_batch_size)
         delay_s = (
@@ -175,25 +210,42 @@ class _Model:
             return await backend.infer(spec, inputs)
 
         self.batcher = Batcher(
-            spec.name,
+            f"{spec.name} v{spec.version}",
             infer,
             self.collator,
             max_batch_size=max_batch,
             max_delay_s=delay_s,
             max_queue_rows=settings.max_queue_size,
             concurrency=settings.batch_concurrency * backend.replicas,
-            observer=metrics.observer(spec.name),
+            observer=metrics.observer(spec.name, spec.version),
             tracer=tracing.for_model(spec.name) if tracing is not None else None,
+        )
+        detector = OodDetector.load(spec.path / spec.version) if settings.ood_enabled else None
+        self.ood = (
+            None if detector is None else ModelOod(detector, metrics.ood, spec.name, spec.version)
         )
 
 
+@dataclass(frozen=True)
+class ServedModel:
+    """The served versions of one model (ascending); replaced whole, never changed in place."""
+
+    versions: Mapping[str, _Model]
+    newest: str  # the highest served version
+
+
+def _served_model(models: Mapping[str, _Model]) -> ServedModel:
+    ordered = dict(sorted(models.items(), key=lambda item: int(item[0])))
+    return ServedModel(versions=ordered, newest=next(reversed(ordered)))
+
+
 class DataPlane:
-    """One instance per process; owns the backend and a batcher per model."""
+    """One instance per process; owns the backend and a batcher per served model version."""
 
     def __init__(
         self,
         settings: Settings,
-        specs: Mapping[str, ModelSpec],
+        specs: Mapping[str, Mapping[str, ModelSpec]],
         backend: InferenceBackend,
         metrics: Metrics,
         tracing: RequestTracing | None = None,
@@ -202,48 +254,185 @@ class DataPlane:
         self.backend = backend
         self.metrics = metrics
         self.tracing = tracing  # None: tracing off, and every tracing hook is one `if`
-        self._models = {
-            name: _Model(spec, settings, backend, metrics, tracing) for name, spec in specs.items()
+        self.drift: DriftMonitor | None = None
+        if settings.drift_monitoring:
+            self.drift = DriftMonitor(
+                metrics.registry,
+                settings.drift_window_items,
+                settings.drift_min_items,
+                settings.drift_refresh_s,
+            )
+            metrics.before_render.append(self.drift.refresh)
+        self._served: dict[str, ServedModel] = {
+            name: _served_model({v: self._runtime(spec) for v, spec in versions.items()})
+            for name, versions in specs.items()
         }
+        # Canary weights and shadow versions from each model's routing.json (service/routing.py);
+        # `routing` is read per unpinned request: one dict lookup, empty without routing files.
+        self.traffic = Traffic(
+            settings, self._served_versions(), metrics.registry, served=self._served_versions
+        )
+        self.routing = self.traffic.policies
+
+    def _served_versions(self) -> dict[str, list[str]]:
+        return {name: list(served.versions) for name, served in self._served.items()}
+
+    def _runtime(self, spec: ModelSpec) -> _Model:
+        return _Model(spec, self.settings, self.backend, self.metrics, self.drift, self.tracing)
+
+    # -- changing the served set (service/lifecycle.py) ------------------------------------------
+
+    def serve(self, name: str, specs: Mapping[str, ModelSpec]) -> list[_Model]:
+        """Serve exactly `specs` for model `name` from now on (one atomic switch of the routing
+        table); returns the runtimes that left it, for `drain`. A version whose spec object is
+        unchanged keeps its runtime; a new or re-read one gets a fresh runtime and batcher."""
+        old = self._served.get(name)
+        current = old.versions if old is not None else {}
+        runtimes: dict[str, _Model] = {}
+        for version, spec in specs.items():
+            runtime = current.get(version)
+            if runtime is None or runtime.spec is not spec:
+                runtime = self._runtime(spec)
+                runtime.batcher.start()
+            runtimes[version] = runtime
+        served = dict(self._served)
+        served[name] = _served_model(runtimes)
+        self._served = served  # readers see the old table or the new one, never a mix
+        return self._retire([m for m in current.values() if m not in runtimes.values()])
+
+    def remove(self, name: str) -> list[_Model]:
+        """Stop serving model `name`; returns its runtimes for `drain`."""
+        served = dict(self._served)
+        old = served.pop(name, None)
+        self._served = served
+        return self._retire(list(old.versions.values()) if old is not None else [])
+
+    def mark_retiring(self, name: str, versions: Sequence[str]) -> None:
+        """Announce that these versions are about to leave (their backend may drop them first)."""
+        served = self._served.get(name)
+        for version in versions:
+            if served is not None and version in served.versions:
+                served.versions[version].retiring = True
+
+    @staticmethod
+    def _retire(models: list[_Model]) -> list[_Model]:
+        for model in models:
+            model.retiring = True
+        return models
+
+    async def drain(self, models: Sequence[_Model]) -> None:
+        """Let the retired runtimes answer what they queued, then stop their batchers."""
+        await asyncio.gather(*(m.batcher.close(self.settings.shutdown_grace_s) for m in models))
+
+    async def _rerouted(
+        self, model: _Model, pinned: str | None, error: ModelGateError, scope: RequestScope
+    ) -> _Model:
+        """The runtime that answers an unpinned request whose version was retired under it.
+
+        Pinned requests, errors of the request itself and versions still serving keep `error`.
+        """
+        if pinned or not model.retiring or isinstance(error, BadInput):
+            raise error
+        name = model.spec.name
+        while time.monotonic() < scope.deadline:
+            try:
+                current = self._get(name, None, scope.client_key)
+            except ModelNotFound:
+                break
+            if current is not model and not current.retiring:
+                log.info("request %s moves from retired %s v%s to v%s", scope.request_id,
+                         name, model.spec.version, current.spec.version)  # fmt: skip
+                return current
+            await asyncio.sleep(REROUTE_POLL_S)
+        raise error
 
     async def start(self) -> None:
         """Connect the backend and start the batchers."""
         await self.backend.start()
-        for model in self._models.values():
-            model.batcher.start()
+        for served in self._served.values():
+            for model in served.versions.values():
+                model.batcher.start()
+        self.traffic.start()
+        if self.drift is not None:
+            self.drift.start()
 
     async def close(self) -> None:
-        """Finish queued work (bounded by `shutdown_grace_s`), then release the backend."""
+        """Finish queued work (bounded by `shutdown_grace_s`), then release the backend.
+        Shadow copies still running are cancelled first: they never hold a shutdown."""
+        await self.traffic.close()
         await asyncio.gather(
-            *(m.batcher.close(self.settings.shutdown_grace_s) for m in self._models.values())
+            *(
+                m.batcher.close(self.settings.shutdown_grace_s)
+                for served in self._served.values()
+                for m in served.versions.values()
+            )
         )
+        if self.drift is not None:
+            await self.drift.close()
         await self.backend.close()
+
+    # -- routing ------------------------------------------------------------------------------
+
+    def route(self, model: str, pinned_version: str | None, client_key: str | None = None) -> str:
+        """The version that answers a request for `model`: the pinned one when the client named
+        one (it must be served), else the routing choice. Runs on every request: lookups only.
+
+        Unpinned: the model's routing policy (routing.json weights; `client_key`, a stable id of
+        the client when the transport has one, keeps a client on one version), else the newest
+        served version.
+        """
+        served = self._served.get(model)
+        if served is None:
+            raise ModelNotFound(
+                f"unknown model {model!r}; known models: {', '.join(sorted(self._served))}"
+            )
+        if pinned_version:
+            if pinned_version not in served.versions:
+                raise ModelNotFound(
+                    f"model {model!r} has no served version {pinned_version!r} "
+                    f"(serving {', '.join(served.versions)})"
+                )
+            return pinned_version
+        policy = self.routing.get(model)
+        if policy is not None:
+            chosen = policy.pick(client_key)
+            runtime = served.versions.get(chosen)
+            if runtime is not None and not runtime.retiring:  # else leaving: the newest answers
+                return chosen
+        return served.newest
+
+    def _get(self, name: str, version: str | None = None, client_key: str | None = None) -> _Model:
+        chosen = self.route(name, version, client_key)  # raises ModelNotFound first
+        return self._served[name].versions[chosen]
 
     # -- metadata -----------------------------------------------------------------------------
 
     def models(self) -> list[ModelSpec]:
-        """Every model of the repository."""
-        return [m.spec for m in self._models.values()]
+        """Every model of the repository at its newest served version."""
+        return [s.versions[s.newest].spec for s in self._served.values()]
+
+    def served_specs(self) -> list[ModelSpec]:
+        """Every served version of every model."""
+        return [m.spec for s in self._served.values() for m in s.versions.values()]
+
+    def served_versions(self, name: str) -> dict[str, ModelSpec]:
+        """The served versions of one model, ascending (empty when the model is not served)."""
+        served = self._served.get(name)
+        return {} if served is None else {v: m.spec for v, m in served.versions.items()}
 
     def model(self, name: str, version: str | None = None) -> ModelSpec:
-        """The model `name` (optionally a given version); `ModelNotFound` otherwise."""
-        return self._get(name, version).spec
-
-    def _get(self, name: str, version: str | None = None) -> _Model:
-        model = self._models.get(name)
-        if model is None:
-            raise ModelNotFound(
-                f"unknown model {name!r}; known models: {', '.join(sorted(self._models))}"
-            )
-        if version not in (None, "", model.spec.version):
-            raise ModelNotFound(
-                f"model {name!r} has no served version {version!r} (serving {model.spec.version})"
-            )
-        return model
+        """The model `name` at `version`, or at its newest served version (metadata: no
+        routing); `ModelNotFound` otherwise."""
+        served = self._served.get(name)
+        if served is None or version:
+            return self._get(name, version).spec
+        return served.versions[served.newest].spec
 
     async def ready(self) -> Readiness:
-        """Whether the backend can serve every model now."""
-        return await self.backend.readiness(self.models())
+        """Whether the backend can serve every model now (never while the process drains)."""
+        if drain.draining():
+            return Readiness(False, "shutting down: draining connections")
+        return await self.backend.readiness(self.served_specs())
 
     async def model_ready(self, spec: ModelSpec) -> Readiness:
         """Whether the backend can serve this one model now."""
@@ -265,18 +454,18 @@ class DataPlane:
         servicer context); it is read only when tracing is on."""
         return _Tracked(self, model, endpoint, protocol, request_id, trace_carrier)
 
-    def _stage(self, model: str, stage: str, started: float, trace: Any = None) -> float:
+    def _stage(self, spec: ModelSpec, stage: str, started: float, trace: Any = None) -> float:
         now = time.monotonic()
-        self.metrics.observe_stage(model, stage, now - started)
+        self.metrics.observe_stage(spec.name, spec.version, stage, now - started)
         if trace is not None and self.tracing is not None:
             self.tracing.stage(trace, stage, started, now)
         return now
 
     # -- inference ----------------------------------------------------------------------------
 
-    def payloads_from_json(self, name: str, value: Any) -> list[Any]:
+    def payloads_from_json(self, name: str, value: Any, version: str | None = None) -> list[Any]:
         """Split a JSON `inputs` value into payloads the model's preprocessor takes."""
-        return self._get(name).preprocessor.from_json(value)
+        return self._get(name, version).preprocessor.from_json(value)
 
     async def predict(
         self,
@@ -306,21 +495,37 @@ class DataPlane:
         scope: RequestScope,
         version: str | None,
     ) -> PredictResult:
-        model = self._get(name, version)
-        spec = model.spec
         k = top_k if top_k is not None else self.settings.default_top_k
         if k < 1:
             raise BadInput("top_k must be at least 1")
-        logits = await self._infer_payloads(model, payloads, scope)
+        model = self._get(name, version, scope.client_key)
+        scope.spec = model.spec
+        routed = not version
+        try:
+            logits = await self._infer_payloads(
+                model, payloads, scope.deadline, routed, scope=scope
+            )
+        except ModelGateError as exc:
+            model = await self._rerouted(model, version, exc, scope)
+            scope.spec = model.spec
+            logits = await self._infer_payloads(
+                model, payloads, scope.deadline, routed, scope=scope
+            )
+        spec = model.spec
         t0 = time.monotonic()
         predictions = top_k_predictions(logits, spec.labels, k)
-        self._stage(spec.name, "postprocess", t0, scope.trace)
+        ood: OodResult | None = scope.extra.get(OOD_KEY)
+        if ood is not None:
+            for row, prediction in enumerate(predictions):
+                prediction.update(ood.fields(row))
+        self._stage(spec, "postprocess", t0, scope.trace)
         return PredictResult(
             model=spec.name,
             version=spec.version,
             request_id=scope.request_id,
             predictions=predictions,
             logits=logits,
+            ood=ood,
         )
 
     async def infer_payloads(
@@ -328,11 +533,27 @@ class DataPlane:
     ) -> np.ndarray:
         """Raw payloads in, the model's output rows out ([payloads, classes]); for protocols that
         return tensors and build their own answer from them (OIP)."""
-        return await self._infer_payloads(self._get(name, version), payloads, scope)
+        model = self._get(name, version, scope.client_key)
+        scope.spec = model.spec
+        routed = not version
+        try:
+            return await self._infer_payloads(model, payloads, scope.deadline, routed, scope=scope)
+        except ModelGateError as exc:
+            model = await self._rerouted(model, version, exc, scope)
+            scope.spec = model.spec
+            return await self._infer_payloads(model, payloads, scope.deadline, routed, scope=scope)
 
     async def _infer_payloads(
-        self, model: _Model, payloads: Sequence[Any], scope: RequestScope
+        self,
+        model: _Model,
+        payloads: Sequence[Any],
+        deadline: float,
+        routed: bool = False,
+        observe: bool = True,
+        scope: RequestScope | None = None,
     ) -> np.ndarray:
+        """Decode, preprocess, batch; `routed` (unpinned) may start a shadow copy; `observe`
+        False keeps a shadow copy's items out of the version's drift window (never answered)."""
         spec = model.spec
         if not payloads:
             raise BadInput("no inputs given")
@@ -342,7 +563,9 @@ class DataPlane:
                 f"{self.settings.max_items_per_request}"
             )
         preprocessor = model.preprocessor
-        trace = scope.trace
+        trace = scope.trace if scope is not None else None
+        drift = model.drift if observe else None
+        observed: list[list[float] | None] = []
         items = []
         for payload in payloads:
             t0 = time.monotonic()
@@ -350,13 +573,57 @@ class DataPlane:
                 decoded = await asyncio.to_thread(preprocessor.decode, payload)
             else:
                 decoded = preprocessor.decode(payload)
-            t1 = self._stage(spec.name, "decode", t0, trace)
+            t1 = self._stage(spec, "decode", t0, trace)
             tensors = preprocessor.preprocess(decoded)
-            self._stage(spec.name, "preprocess", t1, trace)
+            if drift is not None:
+                observed.append(drift.features(decoded, tensors))
+            self._stage(spec, "preprocess", t1, trace)
             items.append({k_: v[None, ...] for k_, v in tensors.items()})
         inputs = model.collator(items)
-        outputs = await model.batcher.submit(inputs, len(items), scope.deadline, trace)
-        return outputs[spec.output].reshape(len(items), -1)
+        outputs = await model.batcher.submit(inputs, len(items), deadline, trace)
+        logits = outputs[spec.output].reshape(len(items), -1)
+        if drift is not None:  # only answered items: a failed batch raised above
+            drift.add(observed, logits)
+        if scope is not None and model.ood is not None:  # the answered version's detector
+            scope.extra[OOD_KEY] = model.ood(inputs, logits)
+        if routed and self.routing:
+            self._shadow(model, logits, inputs, len(items), payloads)
+        return logits
+
+    def _shadow(
+        self,
+        model: _Model,
+        logits: np.ndarray,
+        inputs: Mapping[str, np.ndarray],
+        rows: int,
+        payloads: Sequence[Any] | None,
+    ) -> None:
+        """After the primary's answer: offer a copy to the policy's shadow version, if any.
+
+        The copy reuses the primary's tensors when both versions preprocess alike, else it
+        decodes the payloads again with the shadow version's own preprocessing."""
+        spec = model.spec
+        policy = self.routing.get(spec.name)
+        shadow_version = policy.shadow_for(spec.version) if policy is not None else None
+        if shadow_version is None:
+            return
+        target = self._served[spec.name].versions.get(shadow_version)
+        if target is None:  # not served (yet or any more): nothing to compare with
+            return
+        deadline = time.monotonic() + self.settings.request_timeout_s
+
+        async def run() -> np.ndarray:
+            if payloads is not None and target.preprocessing_key != model.preprocessing_key:
+                return await self._infer_payloads(target, payloads, deadline, observe=False)
+            outputs = await target.batcher.submit(inputs, rows, deadline)
+            return outputs[target.spec.output].reshape(rows, -1)
+
+        limit = model.batcher.max_queue_rows
+        load = max(model.batcher.queued_rows, target.batcher.queued_rows) / limit
+        self.traffic.shadow.offer(
+            spec.name, spec.version, shadow_version, logits, run, load,
+            (spec.labels, target.spec.labels),
+        )  # fmt: skip
 
     def validate_tensors(self, spec: ModelSpec, inputs: Mapping[str, np.ndarray]) -> int:
         """Check names, datatypes and shapes against config.pbtxt; returns the number of rows."""
@@ -416,7 +683,18 @@ class DataPlane:
         inputs: Mapping[str, np.ndarray],
         scope: RequestScope,
     ) -> dict[str, np.ndarray]:
-        model = self._get(name, version)
+        model = self._get(name, version, scope.client_key)
+        scope.spec = model.spec
         rows = self.validate_tensors(model.spec, inputs)
-        outputs = await model.batcher.submit(dict(inputs), rows, scope.deadline, scope.trace)
+        try:
+            outputs = await model.batcher.submit(dict(inputs), rows, scope.deadline, scope.trace)
+        except ModelGateError as exc:
+            model = await self._rerouted(model, version, exc, scope)
+            scope.spec = model.spec
+            outputs = await model.batcher.submit(dict(inputs), rows, scope.deadline, scope.trace)
+        if model.ood is not None:
+            scope.extra[OOD_KEY] = model.ood(inputs, outputs[model.spec.output])
+        if not version and self.routing:
+            logits = outputs[model.spec.output].reshape(rows, -1)
+            self._shadow(model, logits, inputs, rows, None)
         return dict(outputs)

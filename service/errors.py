@@ -71,6 +71,23 @@ class Unauthorized(ModelGateError):
     reason = "unauthorized"
 
 
+class AdminDisabled(ModelGateError):
+    """Repository control (load, unload, index) is switched off in the settings."""
+
+    http_status = 403
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "forbidden"
+
+
+class ModelLoadFailed(ModelGateError):
+    """A model (version) could not be loaded: bad config, unreadable or mismatched ONNX, a
+    backend that refused it, or no answer to its warm-up; what served before still serves."""
+
+    http_status = 400
+    grpc_code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "load_failed"
+
+
 class Overloaded(ModelGateError):
     """The model's queue is full (or the gateway is shutting down): retry later."""
 

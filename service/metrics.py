@@ -7,7 +7,7 @@ does): every process then writes its samples to files there and `render` aggrega
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -19,6 +19,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from service.monitoring.ood import OodMetrics
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03,
@@ -34,11 +36,14 @@ STAGE_BUCKETS = (
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 ERROR_REASONS = (
     "bad_input", "not_found", "too_large", "unsupported_media", "overload", "timeout",
-    "upstream", "unauthorized", "internal",
+    "upstream", "unauthorized", "forbidden", "load_failed", "internal",
 )  # fmt: skip
 UNKNOWN_MODEL = (
     "unknown"  # label for requests naming a model that does not exist (bounded cardinality)
 )
+# `version` label of requests that ended before a version was chosen (unknown model or version,
+# refused before routing); otherwise the label is a version directory on disk (bounded).
+NO_VERSION = "none"
 
 
 def status_class(status: int) -> str:
@@ -52,13 +57,15 @@ def multiprocess_dir() -> str | None:
 
 
 class ModelObserver:
-    """The batcher's measurements for one model, written into the shared metrics."""
+    """The batcher's measurements for one model version, written into the shared metrics."""
 
-    def __init__(self, metrics: Metrics, model: str) -> None:
-        self._queue_depth = metrics.queue_depth.labels(model=model)
-        self._queue_wait = metrics.stage_duration.labels(model=model, stage="queue_wait")
-        self._triton = metrics.stage_duration.labels(model=model, stage="triton")
-        self._batch_size = metrics.batch_size.labels(model=model)
+    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
+        self._queue_depth = metrics.queue_depth.labels(model=model, version=version)
+        self._queue_wait = metrics.stage_duration.labels(
+            model=model, version=version, stage="queue_wait"
+        )
+        self._triton = metrics.stage_duration.labels(model=model, version=version, stage="triton")
+        self._batch_size = metrics.batch_size.labels(model=model, version=version)
 
     def queue_depth(self, rows: int) -> None:
         self._queue_depth.set(rows)
@@ -75,35 +82,37 @@ class Metrics:
     """All gateway metrics, registered in their own registry (one per app)."""
 
     def __init__(
-        self, models: Iterable[str] = (), registry: CollectorRegistry | None = None
+        self,
+        models: Iterable[str] = (),
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.request_duration = Histogram(
             "modelgate_request_duration_seconds",
             "End-to-end request latency in the gateway.",
-            ["model", "endpoint", "protocol", "status_class"],
+            ["model", "version", "endpoint", "protocol", "status_class"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.stage_duration = Histogram(
             "modelgate_stage_duration_seconds",
             "Latency of one stage: decode, preprocess, queue_wait, triton, postprocess.",
-            ["model", "stage"],
+            ["model", "version", "stage"],
             buckets=STAGE_BUCKETS,
             registry=r,
         )
         self.batch_size = Histogram(
             "modelgate_batch_size",
             "Rows per batch sent to the backend.",
-            ["model"],
+            ["model", "version"],
             buckets=BATCH_SIZE_BUCKETS,
             registry=r,
         )
         self.requests = Counter(
             "modelgate_requests",
             "Requests handled.",
-            ["model", "endpoint", "protocol", "status_class"],
+            ["model", "version", "endpoint", "protocol", "status_class"],
             registry=r,
         )
         self.errors = Counter(
@@ -117,8 +126,8 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             "modelgate_queue_depth",
-            "Rows waiting in the model's batch queue.",
-            ["model"],
+            "Rows waiting in the model version's batch queue.",
+            ["model", "version"],
             registry=r,
             multiprocess_mode="livesum",
         )
@@ -129,33 +138,39 @@ class Metrics:
             registry=r,
             multiprocess_mode="max",
         )
+        self.ood = OodMetrics(r)
         for (
             model
         ) in models:  # zero series up front, so rates and alerts work before the first error
             for reason in ERROR_REASONS:
                 self.errors.labels(model=model, reason=reason)
-            self.queue_depth.labels(model=model).set(0)
         # Labelled children by label values: `.labels(...)` takes a lock and builds a key on
         # every call, which shows on the request path; the label sets are small and bounded.
-        self._request_children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
-        self._stage_children: dict[tuple[str, str], Any] = {}
+        self._request_children: dict[tuple[str, str, str, str, str], tuple[Any, Any]] = {}
+        self._stage_children: dict[tuple[str, str, str], Any] = {}
+        # Called before each render: gauges computed on scrape, not per request (drift).
+        self.before_render: list[Callable[[], None]] = []
 
-    def observer(self, model: str) -> ModelObserver:
-        """The batcher observer for `model`."""
-        return ModelObserver(self, model)
+    def observer(self, model: str, version: str) -> ModelObserver:
+        """The batcher observer for one version of `model` (its queue depth starts at 0)."""
+        observer = ModelObserver(self, model, version)
+        observer.queue_depth(0)
+        return observer
 
-    def observe_stage(self, model: str, stage: str, seconds: float) -> None:
+    def observe_stage(self, model: str, version: str, stage: str, seconds: float) -> None:
         """Record one stage duration."""
-        child = self._stage_children.get((model, stage))
+        key = (model, version, stage)
+        child = self._stage_children.get(key)
         if child is None:
             child = self._stage_children.setdefault(
-                (model, stage), self.stage_duration.labels(model=model, stage=stage)
+                key, self.stage_duration.labels(model=model, version=version, stage=stage)
             )
         child.observe(seconds)
 
     def observe_request(
         self,
         model: str,
+        version: str,
         endpoint: str,
         protocol: str,
         status: int,
@@ -163,7 +178,7 @@ class Metrics:
         reason: str | None,
     ) -> None:
         """Record one finished request (and its error reason when it failed)."""
-        key = (model, endpoint, protocol, status_class(status))
+        key = (model, version, endpoint, protocol, status_class(status))
         children = self._request_children.get(key)
         if children is None:
             children = self._request_children.setdefault(
@@ -177,6 +192,8 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """Exposition text and content type (summed over workers in multiprocess mode)."""
+        for hook in self.before_render:
+            hook()
         if multiprocess_dir() is not None:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)

@@ -29,9 +29,30 @@ EVALUATION_FILE = "evaluation.json"
 CARD_FILE = "MODEL_CARD.md"
 # Written by `modelgate build` into `<model>/<version>/`: the MLflow run that made the version.
 RUN_FILE = "run.json"
+# Written by `modelgate build` into `<model>/<version>/`: the out-of-distribution detector
+# (service/monitoring/ood.py) and its arrays.
+OOD_FILE = "ood.json"
+OOD_ARRAYS_FILE = "ood.npz"
+# Written by `modelgate build` (or `modelgate profile`) into `<model>/<version>/`: binned input
+# and output feature distributions the gateway's drift monitor compares live traffic with.
+REFERENCE_PROFILE_FILE = "reference_profile.json"
 # Triton's custom model configurations: `--model-config-name=gpu` loads configs/gpu.pbtxt.
 GPU_CONFIG_FILE = "configs/gpu.pbtxt"
 WARMUP_DIR = "warmup"
+# Optional, beside config.pbtxt: how unpinned requests are split between versions, and which
+# version shadows them (service/routing.py). Triton ignores it.
+ROUTING_FILE = "routing.json"
+
+
+def artifact_path(model_dir: Path, version: int | str | None, filename: str) -> Path:
+    """A version's preprocessing/labels/tokenizer file: `<model>/<version>/<filename>` when the
+    version carries its own (written by `modelgate build --new-version`), else the model-level
+    `<model>/<filename>` (every version of a repository written before versions had their own)."""
+    if version is not None:
+        own = model_dir / str(version) / filename
+        if own.is_file():
+            return own
+    return model_dir / filename
 
 
 def is_model_dir(path: Path) -> bool:

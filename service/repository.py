@@ -2,6 +2,13 @@
 
 The repository is the single source of model-specific facts; adding a model there needs no
 code change here. Problems are reported at startup as `RepositoryError` with the file at fault.
+
+Versions: the config's `version_policy` decides which numeric version directories are served,
+with Triton's semantics (`latest { num_versions: n }`, `all`, `specific { versions: [...] }`;
+no policy means latest 1), so the gateway serves exactly the set Triton loads. Each served version
+is one `ModelSpec`. A version directory may carry its own preprocessing.json, labels and
+tokenizer (`<model>/<version>/preprocessing.json`, ...); a file it does not carry is read from
+the model directory, which is the layout of repositories written before versions had their own.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from service.model_contract import (
     MODEL_FILE,
     PREPROCESSING_FILE,
     TensorSpec,
+    artifact_path,
     is_model_dir,
     parse_config,
     version_dirs,
@@ -88,12 +96,12 @@ class SequenceSpec:
 
 @dataclass
 class ModelSpec:
-    """Everything the gateway knows about one model."""
+    """Everything the gateway knows about one served version of a model."""
 
     name: str
     version: str
-    versions: tuple[str, ...]
-    path: Path
+    versions: tuple[str, ...]  # every served version of the model, ascending
+    path: Path  # the model directory (`<repository>/<name>`)
     kind: PayloadKind
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
@@ -107,9 +115,18 @@ class ModelSpec:
     config: model_config_pb2.ModelConfig = field(default_factory=model_config_pb2.ModelConfig)
 
     @property
+    def version_dir(self) -> Path:
+        """This version's directory (`<model>/<version>`)."""
+        return self.path / self.version
+
+    @property
     def onnx_path(self) -> Path:
-        """The served version's ONNX file."""
-        return self.path / self.version / self.config.default_model_filename
+        """This version's ONNX file."""
+        return self.version_dir / self.config.default_model_filename
+
+    def artifact(self, filename: str) -> Path:
+        """A preprocessing/labels/tokenizer file of this version (see `artifact_path`)."""
+        return artifact_path(self.path, self.version, filename)
 
     def contract(self) -> dict[str, Any]:
         """The input contract clients see in `GET /v1/models`."""
@@ -178,19 +195,59 @@ def _block(path: Path, data: dict[str, Any], key: str, cls: type[Any]) -> Any:
         raise RepositoryError(f"{path}: {key} block: {exc}") from exc
 
 
-def load_model(model_dir: Path) -> ModelSpec:
-    """Read one model directory."""
+def served_versions(config: model_config_pb2.ModelConfig, on_disk: list[int]) -> list[int]:
+    """The versions Triton serves under the config's `version_policy`, ascending.
+
+    Same rules as Triton: `latest` keeps the `num_versions` highest, `all` keeps every one,
+    `specific` keeps the listed versions that exist; no policy is `latest { num_versions: 1 }`.
+    """
+    policy = config.version_policy
+    kind = policy.WhichOneof("policy_choice") if config.HasField("version_policy") else None
+    if kind == "all":
+        return list(on_disk)
+    if kind == "specific":
+        wanted = {int(v) for v in policy.specific.versions}
+        return [v for v in on_disk if v in wanted]
+    count = int(policy.latest.num_versions) if kind == "latest" else 1
+    if count < 1:
+        raise RepositoryError(f"version_policy latest num_versions must be >= 1, not {count}")
+    return list(on_disk[-count:])
+
+
+def load_model_versions(model_dir: Path) -> dict[str, ModelSpec]:
+    """Every served version of one model directory, ascending (the newest last)."""
     config = read_config(model_dir / CONFIG_FILE)
     name = config.name or model_dir.name
     if name != model_dir.name:
         raise RepositoryError(f"{model_dir}: config name {name!r} differs from the directory name")
-    versions = [str(v) for v in version_dirs(model_dir)]
-    if not versions:
+    on_disk = version_dirs(model_dir)
+    if not on_disk:
         raise RepositoryError(f"{model_dir}: no numeric version directory")
+    served = served_versions(config, on_disk)
+    if not served:
+        raise RepositoryError(
+            f"{model_dir}: the version_policy keeps none of the versions on disk "
+            f"({', '.join(map(str, on_disk))})"
+        )
     if not config.default_model_filename:
         config.default_model_filename = MODEL_FILE
+    versions = tuple(str(v) for v in served)
+    return {v: _load_version(model_dir, config, v, versions) for v in versions}
 
-    pre_path = model_dir / PREPROCESSING_FILE
+
+def load_model(model_dir: Path) -> ModelSpec:
+    """Read one model directory: its newest served version."""
+    return list(load_model_versions(model_dir).values())[-1]
+
+
+def _load_version(
+    model_dir: Path,
+    config: model_config_pb2.ModelConfig,
+    version: str,
+    versions: tuple[str, ...],
+) -> ModelSpec:
+    name = model_dir.name
+    pre_path = artifact_path(model_dir, version, PREPROCESSING_FILE)
     try:
         pre = json.loads(pre_path.read_text())
     except (OSError, ValueError) as exc:
@@ -199,7 +256,7 @@ def load_model(model_dir: Path) -> ModelSpec:
     if kind not in ("image", "text", "sequence"):
         raise RepositoryError(f"{pre_path}: kind must be image, text or sequence, not {kind!r}")
 
-    labels_path = model_dir / pre.get("labels_file", LABELS_FILE)
+    labels_path = artifact_path(model_dir, version, pre.get("labels_file", LABELS_FILE))
     try:
         labels = tuple(
             line.strip() for line in labels_path.read_text().splitlines() if line.strip()
@@ -217,8 +274,8 @@ def load_model(model_dir: Path) -> ModelSpec:
 
     spec = ModelSpec(
         name=name,
-        version=versions[-1],
-        versions=tuple(versions),
+        version=version,
+        versions=versions,
         path=model_dir,
         kind=kind,
         inputs=_tensors(config.input),
@@ -235,9 +292,10 @@ def load_model(model_dir: Path) -> ModelSpec:
     elif kind == "text":
         spec.text = _block(pre_path, pre, "text", TextSpec)
         wanted = [spec.text.input_ids, spec.text.attention_mask]
-        if not (model_dir / spec.text.tokenizer_file).is_file():
+        if not spec.artifact(spec.text.tokenizer_file).is_file():
             raise RepositoryError(
-                f"{model_dir}: tokenizer file {spec.text.tokenizer_file} is missing"
+                f"{model_dir}: tokenizer file {spec.text.tokenizer_file} is missing "
+                f"(looked in {model_dir / version} and {model_dir})"
             )
     else:
         spec.sequence = _block(pre_path, pre, "sequence", SequenceSpec)
@@ -255,11 +313,21 @@ def load_model(model_dir: Path) -> ModelSpec:
     return spec
 
 
-def load_repository(root: Path) -> dict[str, ModelSpec]:
-    """Read every model under `root` (directories with a config.pbtxt)."""
+def model_dirs(root: Path) -> list[Path]:
+    """The model directories under `root` (those with a config.pbtxt), by name."""
     if not root.is_dir():
         raise RepositoryError(f"model repository {root} is not a directory")
-    models = {d.name: load_model(d) for d in sorted(root.iterdir()) if is_model_dir(d)}
+    return [d for d in sorted(root.iterdir()) if is_model_dir(d)]
+
+
+def load_repository_versions(root: Path) -> dict[str, dict[str, ModelSpec]]:
+    """Every served version of every model under `root`: model -> version -> spec."""
+    models = {d.name: load_model_versions(d) for d in model_dirs(root)}
     if not models:
         raise RepositoryError(f"model repository {root} holds no model (no */config.pbtxt)")
     return models
+
+
+def load_repository(root: Path) -> dict[str, ModelSpec]:
+    """Every model under `root` at its newest served version."""
+    return {name: list(v.values())[-1] for name, v in load_repository_versions(root).items()}

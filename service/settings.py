@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     triton_timeout_s: float = Field(default=10.0, gt=0)
     """Upper bound for one call to Triton, in seconds."""
 
+    triton_config_name: str | None = None
+    """Triton's `--model-config-name` (e.g. `gpu`): when the gateway has Triton load a model it
+    sends `<model>/configs/<name>.pbtxt` where the model has one, config.pbtxt otherwise."""
+
     host: str = "127.0.0.1"
     """Interface the REST server binds to."""
 
@@ -88,11 +92,36 @@ class Settings(BaseSettings):
     """When set, inference and model routes (`/v1/...`, `/v2/models/...`, gRPC model calls) need
     `Authorization: Bearer <api_key>` (gRPC: `authorization` metadata); unset means open."""
 
+    admin_enabled: bool = True
+    """Serve repository control (OIP `/v2/repository/...` over HTTP and gRPC, `modelgate
+    repository`): index, load and unload models. They need the API key when one is set; off,
+    they answer 403 / PERMISSION_DENIED."""
+
+    watch_interval_s: float = Field(default=2.0, ge=0)
+    """How often the gateway looks for changed models in the repository (file sizes and
+    modification times) and loads what changed; 0 turns the watch off (admin calls only)."""
+
+    load_timeout_s: float = Field(default=120.0, gt=0)
+    """Upper bound for loading one model (validation, the backend's load, warm-up)."""
+
     protect_metrics: bool = False
     """Also require the API key on `/metrics` (health endpoints stay open)."""
 
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     """On shutdown, how long in-flight and queued requests may take to finish."""
+
+    drain_s: float = Field(default=5.0, ge=0)
+    """After SIGTERM, how long the gateway reports not-ready yet keeps serving and accepting
+    connections, so load balancers stop routing to it before it closes (one worker only;
+    several workers stop as uvicorn stops them). The process then exits within `drain_s` +
+    `shutdown_grace_s`; deployments must allow that much (terminationGracePeriodSeconds,
+    stop_grace_period). 0: close at once."""
+
+    grpc_max_connection_age_s: float | None = Field(default=None, gt=0)
+    """OIP gRPC connections older than this get a graceful GOAWAY and clients reconnect (no
+    call fails). Long-lived HTTP/2 connections otherwise stay on a draining gateway until it
+    closes them; below `drain_s` they move to other replicas within the drain window. Unset:
+    connections live until the gateway stops."""
 
     embedded_threads: int = Field(default=1, ge=1, le=64)
     """ONNX Runtime intra-op threads per model for the embedded backend."""
@@ -101,6 +130,11 @@ class Settings(BaseSettings):
     """Embedded backend: batches of at most this many rows run on the event loop itself (a few
     rows of a small model take tens of microseconds, less than handing them to a thread costs);
     larger batches run in a worker thread so the loop keeps serving. 0: always a thread."""
+
+    ood_enabled: bool = True
+    """Score every input for how far it lies from the model's training data and flag those past
+    the calibrated threshold (`ood_score`/`ood` in answers, `modelgate_ood_*` metrics; needs the
+    version's ood.json, written by `modelgate build`). Off: no scoring and no such fields."""
 
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     """Log level of the gateway and uvicorn."""
@@ -135,6 +169,35 @@ class Settings(BaseSettings):
                 f"OTLP endpoint {value!r} must be a URL such as http://otel-collector:4317"
             )
         return value
+
+    routing_reload_s: float = Field(default=1.0, gt=0, le=3600)
+    """How often the gateway checks each model's routing.json for changes (mtime), in seconds:
+    a `modelgate rollout` step is in force within this long. The request path never reads it."""
+
+    shadow_max_inflight: int = Field(default=32, ge=1, le=4096)
+    """Shadow copies (routing.json `shadow`) running at once per gateway process; a copy beyond
+    this is dropped, never queued, so shadow work cannot pile up behind real requests."""
+
+    shadow_queue_fraction: float = Field(default=0.5, gt=0, le=1)
+    """A shadow copy is dropped when the primary's or the shadow version's batch queue holds more
+    than this fraction of `max_queue_size` rows: shadow traffic gives way first under load."""
+
+    drift_monitoring: bool = True
+    """Compare each model version's recent inputs and outputs with its reference profile
+    (`reference_profile.json`) and export the distances as `modelgate_drift_psi`. Off: no
+    feature is computed and nothing is stored per request."""
+
+    drift_window_items: int = Field(default=500, ge=10, le=1_000_000)
+    """Items (not requests) in each model version's sliding drift window: the last N answered."""
+
+    drift_min_items: int = Field(default=300, ge=1)
+    """Items a window needs before its distances are published (NaN until then). Smaller
+    windows are noisier: on held-out data the largest feature PSI reads up to about 0.4 at 100
+    items, 0.11 at 300, 0.06 at 500 (docs/monitoring.md)."""
+
+    drift_refresh_s: float = Field(default=5.0, gt=0)
+    """With several worker processes: how often each recomputes its drift gauges (a single
+    process recomputes them on every scrape of `/metrics`)."""
 
     @field_validator("triton_url")
     @classmethod

@@ -11,6 +11,9 @@ import pytest
 
 from service.local_triton import DEFAULT_REPOSITORY, LocalTriton, LocalTritonError
 
+# Gateways the tests start stop at once on SIGTERM (no drain window): the drain tests set their own.
+os.environ.setdefault("MODELGATE_DRAIN_S", "0")
+
 # Lets a developer point the suite at another repository (for example one being built).
 ENV_TEST_REPOSITORY = "MODELGATE_TEST_MODEL_REPOSITORY"
 

@@ -95,6 +95,6 @@ print(sorted(typer.main.get_command(app).commands))
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[0] == str(
-        sorted(["build", "show", "triton", "serve", "up", "loadtest", "capacity", "verdict"])
-    )
+    commands = ["build", "profile", "show", "triton", "serve", "up", "loadtest", "capacity"]
+    commands += ["verdict", "repository", "rollout"]
+    assert done.stdout.split("\n")[0] == str(sorted(commands))

@@ -14,9 +14,10 @@ from typing import Any
 import torch
 
 from service import model_contract as contract
-from training import data, evaluation_items, fingerprint, repository, slices, tracking
+from training import data, evaluation_items, fingerprint, ood, repository, slices, tracking
 from training.evaluate import evaluate_model_dir, evaluation_sets
 from training.export import PARITY_ATOL, PARITY_RTOL, ParityCase, check_parity, export_onnx
+from training.profile import write_profile
 from training.recipes import MAX_BATCH_SIZE, RECIPES, Prepared, Recipe
 from training.train import (
     OPTIMIZER,
@@ -47,8 +48,9 @@ def build_model(
     """Train and export one model; returns its evaluation record (also written to evaluation.json).
 
     Without `new_version`, the model directory is rewritten as version 1. With it,
-    the export is added as the next version beside the existing ones, and
-    Triton's version policy (latest 1) serves the new one. Every build is one
+    the export is added as the next version beside the existing ones, with its own
+    preprocessing.json, labels and tokenizer in its version directory, and the
+    config's version policy (default latest 1) decides which versions are served. Every build is one
     MLflow run (training/tracking.py) in `tracking_uri` (default: the local
     store beside `repo`); `epochs` overrides the recipe's for a quick experiment.
     Nothing is written to `repo` when the model's worst group is below its
@@ -142,6 +144,8 @@ def build_model(
                 prepared.preprocessing,
                 prepared.labels,
                 prepared.extra_files,
+                # a version beside existing ones carries its own preprocessing and labels
+                beside_others=target == model_dir and version > 1,
             )
 
         # Evaluate a staged copy first: a model refused by its group floor leaves `repo` untouched.
@@ -209,27 +213,33 @@ def build_model(
         write(model_dir)
         version_dir = model_dir / str(version)
         tracking.write_run_file(version_dir, run.reference)
+        # The drift monitor's reference: feature and output distributions on held-out data.
+        profile_path = write_profile(model_dir, version)
         extra_card = ""
         if prepared.extra_evaluation is not None:
             record["evaluation_sets"], extra_card = prepared.extra_evaluation(model_dir, version)
+        # The out-of-distribution detector: fitted on the training split, calibrated on held-out.
+        record["ood"] = ood.fit_and_write(model_dir, version)
         (model_dir / contract.EVALUATION_FILE).write_text(
             evaluation_items.dumps(record), encoding="utf-8"
         )
+        card = model_card(name, recipe.kind, prepared, record, parity, groups, extra_card)
         (model_dir / contract.CARD_FILE).write_text(
-            model_card(name, recipe.kind, prepared, record, parity, groups, extra_card),
-            encoding="utf-8",
+            ood.with_card_section(card, record["ood"]), encoding="utf-8"
         )
         for artifact in (
             version_dir / contract.MODEL_FILE,
+            version_dir / contract.OOD_FILE,
             model_dir / contract.CARD_FILE,
             model_dir / contract.EVALUATION_FILE,
             model_dir / contract.CONFIG_FILE,
-            model_dir / contract.PREPROCESSING_FILE,
-            model_dir / contract.LABELS_FILE,
+            contract.artifact_path(model_dir, version, contract.PREPROCESSING_FILE),
+            contract.artifact_path(model_dir, version, contract.LABELS_FILE),
+            profile_path,
         ):
             run.log_artifact(artifact, "model")
         for extra in prepared.extra_files:
-            run.log_artifact(model_dir / extra, "model")
+            run.log_artifact(contract.artifact_path(model_dir, version, extra), "model")
     log.info("%s: version %d written, held-out accuracy %.4f", name, version, evaluation.accuracy)
     return record
 

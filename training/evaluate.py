@@ -32,18 +32,26 @@ class Evaluation:
         return {"accuracy": self.accuracy, "size": self.size, "per_class": self.per_class}
 
 
-def read_preprocessing(model_dir: Path) -> dict[str, Any]:
-    return json.loads((model_dir / contract.PREPROCESSING_FILE).read_text(encoding="utf-8"))
+def read_preprocessing(model_dir: Path, version: int | None = None) -> dict[str, Any]:
+    """The version's preprocessing.json (its own, else the model's)."""
+    path = contract.artifact_path(model_dir, version, contract.PREPROCESSING_FILE)
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
-def read_labels(model_dir: Path, preprocessing: dict[str, Any]) -> list[str]:
-    text = (model_dir / preprocessing["labels_file"]).read_text(encoding="utf-8")
+def read_labels(
+    model_dir: Path, preprocessing: dict[str, Any], version: int | None = None
+) -> list[str]:
+    """The version's labels (its own file, else the model's)."""
+    path = contract.artifact_path(model_dir, version, preprocessing["labels_file"])
+    text = path.read_text(encoding="utf-8")
     return [line for line in text.splitlines() if line]
 
 
-def held_out_inputs(model_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The held-out split as named model inputs, preprocessed per the model's own files."""
-    pre = read_preprocessing(model_dir)
+def held_out_inputs(
+    model_dir: Path, version: int | None = None
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The held-out split as named model inputs, preprocessed per the version's own files."""
+    pre = read_preprocessing(model_dir, version)
     kind = pre["kind"]
     spec = pre[kind]
     if kind == "image":
@@ -57,7 +65,8 @@ def held_out_inputs(model_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray]
         from tokenizers import Tokenizer
 
         _, text_test = data.load_langid_split()
-        tokenizer = Tokenizer.from_file(str(model_dir / spec["tokenizer_file"]))
+        tokenizer_path = contract.artifact_path(model_dir, version, spec["tokenizer_file"])
+        tokenizer = Tokenizer.from_file(str(tokenizer_path))
         ids, attention = features.text_tensors(text_test.texts, tokenizer, spec)
         return {spec["input_ids"]: ids, spec["attention_mask"]: attention}, text_test.labels
     raise ValueError(f"{model_dir}: unknown preprocessing kind {kind!r}")
@@ -108,9 +117,9 @@ def evaluation_sets(model_dir: Path, version: int | None = None) -> list[Evaluat
     """
     version = _newest_version(model_dir) if version is None else version
     onnx_path = model_dir / str(version) / contract.MODEL_FILE
-    pre = read_preprocessing(model_dir)
-    labels = read_labels(model_dir, pre)
-    inputs, truth = held_out_inputs(model_dir)
+    pre = read_preprocessing(model_dir, version)
+    labels = read_labels(model_dir, pre, version)
+    inputs, truth = held_out_inputs(model_dir, version)
     correct = run_onnx(onnx_path, inputs).argmax(axis=1) == truth
     classes = [labels[t] for t in truth]
     kind = pre["kind"]
@@ -161,7 +170,8 @@ def evaluate_model_dir(model_dir: Path, version: int | None = None) -> Evaluatio
     """Held-out metrics of `<model_dir>/<version>/model.onnx` (newest version by default)."""
     if version is None:
         version = contract.version_dirs(model_dir)[-1]
-    pre = read_preprocessing(model_dir)
-    inputs, truth = held_out_inputs(model_dir)
+    pre = read_preprocessing(model_dir, version)
+    inputs, truth = held_out_inputs(model_dir, version)
     logits = run_onnx(model_dir / str(version) / contract.MODEL_FILE, inputs)
-    return classification_metrics(read_labels(model_dir, pre), truth, logits.argmax(axis=1))
+    labels = read_labels(model_dir, pre, version)
+    return classification_metrics(labels, truth, logits.argmax(axis=1))

@@ -37,9 +37,9 @@ class ItemSet:
     ids: list[str]
 
 
-def digit_sets(model_dir: Path) -> list[ItemSet]:
+def digit_sets(model_dir: Path, version: int | None = None) -> list[ItemSet]:
     """scikit-learn held-out (both polarities) and held-out font families (both polarities)."""
-    spec = read_preprocessing(model_dir)["image"]
+    spec = read_preprocessing(model_dir, version)["image"]
     name = spec["input"]
     _, test = data.load_digits_split()
     scan_ids = [f"scikit-learn/{i}" for i in range(len(test.labels))]
@@ -81,7 +81,7 @@ def digit_sets(model_dir: Path) -> list[ItemSet]:
 
 
 # Which models have evaluation sets beyond the held-out split (by model directory name).
-PROVIDERS: dict[str, Callable[[Path], list[ItemSet]]] = {"digits_cnn": digit_sets}
+PROVIDERS: dict[str, Callable[[Path, int], list[ItemSet]]] = {"digits_cnn": digit_sets}
 
 
 def evaluate_items(model_dir: Path, version: int) -> dict[str, dict[str, Any]]:
@@ -89,10 +89,10 @@ def evaluate_items(model_dir: Path, version: int) -> dict[str, dict[str, Any]]:
     provider = PROVIDERS.get(model_dir.name)
     if provider is None:
         return {}
-    labels = read_labels(model_dir, read_preprocessing(model_dir))
+    labels = read_labels(model_dir, read_preprocessing(model_dir, version), version)
     onnx_path = model_dir / str(version) / contract.MODEL_FILE
     results: dict[str, dict[str, Any]] = {}
-    for item_set in provider(model_dir):
+    for item_set in provider(model_dir, version):
         predicted = run_onnx(onnx_path, item_set.inputs).argmax(axis=1)
         metrics = classification_metrics(labels, item_set.labels, predicted)
         results[item_set.name] = {

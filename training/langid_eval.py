@@ -198,10 +198,12 @@ def onnx_detector(model_dir: Path, version: int) -> Detector:
 
     from training.evaluate import read_labels, read_preprocessing, run_onnx
 
-    pre = read_preprocessing(model_dir)
+    pre = read_preprocessing(model_dir, version)
     spec = pre["text"]
-    labels = read_labels(model_dir, pre)
-    tokenizer = Tokenizer.from_file(str(model_dir / spec["tokenizer_file"]))
+    labels = read_labels(model_dir, pre, version)
+    tokenizer = Tokenizer.from_file(
+        str(contract.artifact_path(model_dir, version, spec["tokenizer_file"]))
+    )
     onnx_path = model_dir / str(version) / contract.MODEL_FILE
 
     def detect(texts: Sequence[str]) -> list[str]:

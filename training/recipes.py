@@ -70,14 +70,21 @@ DIGIT_RENDERS_PER_GLYPH = 20
 DIGIT_SCAN_COPIES = 1
 
 
+def digit_training_images() -> tuple[list[np.ndarray], np.ndarray]:
+    """The digits model's raw training images (scans, jittered scans, font renders) and labels."""
+    train, _ = data.load_digits_split()
+    fonts = digit_fonts.training_font_digits(DIGIT_RENDERS_PER_GLYPH, data.SEED)
+    scans = digit_fonts.augmented_scans(train.images, DIGIT_SCAN_COPIES, data.SEED + 1)
+    images = [*train.images, *scans, *fonts.images]
+    labels = np.concatenate([train.labels, *([train.labels] * DIGIT_SCAN_COPIES), fonts.labels])
+    return images, labels
+
+
 def prepare_digits() -> Prepared:
     train, test = data.load_digits_split()
     fonts = digit_fonts.training_font_digits(DIGIT_RENDERS_PER_GLYPH, data.SEED)
     scans = digit_fonts.augmented_scans(train.images, DIGIT_SCAN_COPIES, data.SEED + 1)
-    train_images = [*train.images, *scans, *fonts.images]
-    train_labels = np.concatenate(
-        [train.labels, *([train.labels] * DIGIT_SCAN_COPIES), fonts.labels]
-    )
+    train_images, train_labels = digit_training_images()
     spec: dict[str, Any] = {
         "input": "IMAGE",
         "height": data.DIGITS_SIZE,

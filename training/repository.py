@@ -25,6 +25,7 @@ from service.model_contract import (
     WARMUP_DIR,
     TensorSpec,
     is_mask,
+    parse_config,
     version_dirs,
 )
 from training.recipes import MAX_BATCH_SIZE
@@ -115,15 +116,27 @@ def write_model(
     preprocessing: dict[str, Any],
     labels: list[str],
     extra_files: dict[str, bytes],
+    beside_others: bool = False,
 ) -> None:
-    """Write config, ONNX file, labels, preprocessing.json and warm-up data of one version."""
-    (model_dir / str(version)).mkdir(parents=True, exist_ok=True)
-    (model_dir / str(version) / MODEL_FILE).write_bytes(onnx_model)
+    """Write config, ONNX file, labels, preprocessing.json and warm-up data of one version.
+
+    `beside_others` (a new version next to served ones): labels, preprocessing.json and extra
+    files (tokenizer) go into the version directory, where they override the model-level files
+    the older versions keep reading (service/model_contract.py `artifact_path`), and the
+    config keeps the version_policy it has, which decides how many versions are served.
+    """
+    version_dir = model_dir / str(version)
+    version_dir.mkdir(parents=True, exist_ok=True)
+    (version_dir / MODEL_FILE).write_bytes(onnx_model)
     config = model_config(model_dir.name, inputs, outputs)
-    (model_dir / CONFIG_FILE).write_text(render_config(config), encoding="utf-8")
+    config_path = model_dir / CONFIG_FILE
+    if beside_others and config_path.is_file():
+        config.version_policy.CopyFrom(parse_config(config_path).version_policy)
+    config_path.write_text(render_config(config), encoding="utf-8")
     (model_dir / GPU_CONFIG_FILE).parent.mkdir(exist_ok=True)
     (model_dir / GPU_CONFIG_FILE).write_text(render_config(gpu_variant(config)), encoding="utf-8")
-    (model_dir / LABELS_FILE).write_text(
+    artifacts_dir = version_dir if beside_others else model_dir
+    (artifacts_dir / LABELS_FILE).write_text(
         "".join(f"{label}\n" for label in labels), encoding="utf-8"
     )
     document = {
@@ -133,11 +146,11 @@ def write_model(
         "labels_file": LABELS_FILE,
         preprocessing["kind"]: preprocessing[preprocessing["kind"]],
     }
-    (model_dir / PREPROCESSING_FILE).write_text(
+    (artifacts_dir / PREPROCESSING_FILE).write_text(
         json.dumps(document, indent=2) + "\n", encoding="utf-8"
     )
     for name, blob in extra_files.items():
-        (model_dir / name).write_bytes(blob)
+        (artifacts_dir / name).write_bytes(blob)
     warmup_dir = model_dir / WARMUP_DIR
     warmup_dir.mkdir(exist_ok=True)
     for spec in inputs:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,3 +41,14 @@ class InferenceBackend(ABC):
     @abstractmethod
     async def readiness(self, specs: list[ModelSpec]) -> Readiness:
         """Check that the models can be served now."""
+
+    @abstractmethod
+    async def load(self, name: str, specs: Sequence[ModelSpec], keep: Sequence[str]) -> None:
+        """Make model `name` serve the versions of `specs` (loading new or changed ones) and
+        still the versions `keep`, which the gateway drains before it calls `load` again without
+        them. Versions in neither are dropped. Raises `ModelLoadFailed` on failure; what served
+        before then still serves."""
+
+    @abstractmethod
+    async def unload(self, name: str) -> None:
+        """Stop serving every version of model `name`."""

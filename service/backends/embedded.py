@@ -3,44 +3,65 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnxruntime as ort
 
 from service.backends.base import InferenceBackend, Readiness
-from service.errors import BadInput, UpstreamError
+from service.errors import BadInput, ModelLoadFailed, UpstreamError
 from service.repository import ModelSpec
 
 
 class EmbeddedBackend(InferenceBackend):
-    """One ONNX Runtime session per model; tiny batches run inline, larger ones in a small thread
-    pool off the event loop."""
+    """One ONNX Runtime session per model version; tiny batches run inline, larger ones in a small
+    thread pool off the event loop."""
 
     def __init__(self, specs: list[ModelSpec], threads: int = 1, inline_rows: int = 16) -> None:
         self._specs = specs
         self._threads = threads
         self._inline_rows = inline_rows
-        self._sessions: dict[str, ort.InferenceSession] = {}
-        self._errors: dict[str, str] = {}
+        self._sessions: dict[tuple[str, str], ort.InferenceSession] = {}
+        self._errors: dict[tuple[str, str], str] = {}
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, len(specs)), thread_name_prefix="onnxruntime"
         )
 
+    def _session(self, spec: ModelSpec) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self._threads
+        options.inter_op_num_threads = 1
+        return ort.InferenceSession(
+            str(spec.onnx_path), options, providers=["CPUExecutionProvider"]
+        )
+
     async def start(self) -> None:
         for spec in self._specs:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self._threads
-            options.inter_op_num_threads = 1
             try:
-                self._sessions[spec.name] = ort.InferenceSession(
-                    str(spec.onnx_path), options, providers=["CPUExecutionProvider"]
-                )
-            except (
-                Exception
-            ) as exc:  # reported through readiness, like a model Triton failed to load
-                self._errors[spec.name] = f"{type(exc).__name__}: {exc}"
+                self._sessions[spec.name, spec.version] = self._session(spec)
+            except Exception as exc:  # reported through readiness, as Triton reports a model
+                self._errors[spec.name, spec.version] = f"{type(exc).__name__}: {exc}"
+
+    async def load(self, name: str, specs: Sequence[ModelSpec], keep: Sequence[str]) -> None:
+        sessions = {}
+        for spec in specs:
+            try:
+                sessions[spec.version] = await asyncio.to_thread(self._session, spec)
+            except Exception as exc:
+                raise ModelLoadFailed(
+                    f"model {name} version {spec.version}: {type(exc).__name__}: {exc}"
+                ) from exc
+        wanted = {spec.version for spec in specs} | set(keep)
+        for key in [k for k in self._sessions if k[0] == name and k[1] not in wanted]:
+            del self._sessions[key]
+        for version, session in sessions.items():
+            self._sessions[name, version] = session
+            self._errors.pop((name, version), None)
+
+    async def unload(self, name: str) -> None:
+        for key in [k for k in self._sessions if k[0] == name]:
+            del self._sessions[key]
 
     async def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -49,10 +70,12 @@ class EmbeddedBackend(InferenceBackend):
     async def infer(
         self, spec: ModelSpec, inputs: Mapping[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        session = self._sessions.get(spec.name)
+        key = (spec.name, spec.version)
+        session = self._sessions.get(key)
         if session is None:
             raise UpstreamError(
-                f"model {spec.name} is not loaded: {self._errors.get(spec.name, 'unknown')}"
+                f"model {spec.name} version {spec.version} is not loaded: "
+                f"{self._errors.get(key, 'unknown')}"
             )
         names = [o.name for o in spec.outputs]
         feed = {t.name: inputs[t.name] for t in spec.inputs}
@@ -73,9 +96,9 @@ class EmbeddedBackend(InferenceBackend):
 
     async def readiness(self, specs: list[ModelSpec]) -> Readiness:
         missing = [
-            f"{s.name}: {self._errors.get(s.name, 'not loaded')}"
+            f"{s.name} v{s.version}: {self._errors.get((s.name, s.version), 'not loaded')}"
             for s in specs
-            if s.name not in self._sessions
+            if (s.name, s.version) not in self._sessions
         ]
         if missing:
             return Readiness(False, "; ".join(missing), {"embedded": False})

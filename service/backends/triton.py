@@ -15,23 +15,27 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import grpc
 import numpy as np
 import tritonclient.http as httpclient
 import tritonclient.http.aio as httpaio
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor, triton_to_np_dtype
 
 from service.backends.base import InferenceBackend, Readiness
-from service.errors import UpstreamError, UpstreamUnavailable, from_upstream
+from service.errors import ModelLoadFailed, UpstreamError, UpstreamUnavailable, from_upstream
+from service.model_contract import parse_config
 from service.repository import ModelSpec
 
 log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_S = 2.0
+# Loading a model in Triton starts its instances (a Python backend process each here).
+LOAD_TIMEOUT_S = 120.0
 # As tritonclient's gRPC client: no message size cap on the gateway side, keep-alive pings.
 _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 2**31 - 1),
@@ -66,6 +70,7 @@ class TritonBackend(InferenceBackend):
         timeout_s: float = 10.0,
         up_gauge: Any | None = None,
         trace_metadata: Callable[[], list[tuple[str, str]]] | None = None,
+        config_name: str | None = None,
     ) -> None:
         if not urls:
             raise ValueError("at least one Triton URL is needed")
@@ -77,11 +82,13 @@ class TritonBackend(InferenceBackend):
         # With tracing on: the current batch's `traceparent`, sent along so Triton's spans join
         # the request's trace (gRPC metadata / HTTP headers). None: tracing off.
         self._trace_metadata = trace_metadata
+        self.config_name = config_name  # Triton's --model-config-name, if it has one
         self._clients: list[Any] = []  # gRPC: stubs; HTTP: tritonclient clients
         self._channels: list[grpc.aio.Channel] = []
         self._next = itertools.cycle(range(len(self.urls)))
         self._outputs: dict[str, list[Any]] = {}
-        self._templates: dict[str, service_pb2.ModelInferRequest] = {}
+        # One request template per (model, version): a batch never mixes versions.
+        self._templates: dict[tuple[str, str], service_pb2.ModelInferRequest] = {}
 
     async def start(self) -> None:
         if self.protocol == "grpc":
@@ -106,15 +113,16 @@ class TritonBackend(InferenceBackend):
     def _grpc_request(
         self, spec: ModelSpec, inputs: Mapping[str, np.ndarray]
     ) -> service_pb2.ModelInferRequest:
-        template = self._templates.get(spec.name)
-        if template is None:  # the same for every batch of the model: built once
+        key = (spec.name, spec.version)
+        template = self._templates.get(key)
+        if template is None:  # the same for every batch of the version: built once
             template = service_pb2.ModelInferRequest(
                 model_name=spec.name,
                 model_version=spec.version,
                 inputs=[{"name": t.name, "datatype": t.datatype} for t in spec.inputs],
                 outputs=[{"name": o.name} for o in spec.outputs],
             )
-            self._templates[spec.name] = template
+            self._templates[key] = template
         request = service_pb2.ModelInferRequest()
         request.CopyFrom(template)
         for tensor, message in zip(spec.inputs, request.inputs, strict=True):
@@ -193,6 +201,72 @@ class TritonBackend(InferenceBackend):
             return outputs
         assert error is not None
         raise error
+
+    # -- repository control (Triton in explicit model-control mode) -------------------------------
+
+    async def load(self, name: str, specs: Sequence[ModelSpec], keep: Sequence[str]) -> None:
+        """Triton's load with the model's config and a `specific` version policy naming exactly
+        the versions to serve: Triton loads new ones beside the loaded ones, which keep
+        answering, and unloads the rest once the new ones are ready. The config travels with the
+        call, so Triton serves the versions the gateway validated, not what the disk holds by
+        the time it looks."""
+        if not specs:
+            raise ValueError("load needs the spec of at least one version")
+        config = self._config_of(specs[0])
+        versions = sorted({int(s.version) for s in specs} | {int(v) for v in keep})
+        config.version_policy.Clear()
+        config.version_policy.specific.versions.extend(versions)
+        document = json_format.MessageToJson(config, preserving_proto_field_name=True)
+        for key in [k for k in self._templates if k[0] == name]:
+            del self._templates[key]  # the inputs may have changed
+        await self._control(
+            name, lambda client: self._load_call(client, name, document), "load", versions
+        )
+
+    def _config_of(self, spec: ModelSpec) -> model_config_pb2.ModelConfig:
+        """The config Triton itself would read: `configs/<config_name>.pbtxt` where it exists."""
+        config = model_config_pb2.ModelConfig()
+        named = spec.path / "configs" / f"{self.config_name}.pbtxt" if self.config_name else None
+        if named is not None and named.is_file():
+            try:
+                config.CopyFrom(parse_config(named))
+            except (OSError, text_format.ParseError) as exc:
+                raise ModelLoadFailed(f"{named}: {exc}") from exc
+        else:
+            config.CopyFrom(spec.config)
+        return config
+
+    async def unload(self, name: str) -> None:
+        await self._control(name, lambda client: self._unload_call(client, name), "unload", [])
+
+    async def _load_call(self, client: Any, name: str, config: str) -> None:
+        if self.protocol == "grpc":
+            request = service_pb2.RepositoryModelLoadRequest(model_name=name)
+            request.parameters["config"].string_param = config
+            await client.RepositoryModelLoad(request, timeout=LOAD_TIMEOUT_S)
+        else:
+            await asyncio.wait_for(client.load_model(name, config=config), LOAD_TIMEOUT_S)
+
+    async def _unload_call(self, client: Any, name: str) -> None:
+        if self.protocol == "grpc":
+            request = service_pb2.RepositoryModelUnloadRequest(model_name=name)
+            await client.RepositoryModelUnload(request, timeout=LOAD_TIMEOUT_S)
+        else:
+            await asyncio.wait_for(client.unload_model(name), LOAD_TIMEOUT_S)
+
+    async def _control(self, name: str, call: Any, what: str, versions: list[int]) -> None:
+        if not self._clients:
+            raise UpstreamUnavailable("Triton client is not started")
+        for url, client in zip(self.urls, self._clients, strict=True):
+            try:
+                await call(client)
+            except Exception as exc:
+                detail = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+                raise ModelLoadFailed(
+                    f"Triton {url} could not {what} {name}"
+                    f"{f' versions {versions}' if versions else ''}: {detail}"
+                ) from exc
+            log.info("Triton %s: %s %s %s", url, what, name, versions or "")
 
     def _set_up(self, index: int, up: bool) -> None:
         if self._up_gauge is not None:

@@ -5,8 +5,11 @@
 2. Raw payloads: one extra BYTES input per model (`IMAGE_BYTES`, `TEXT` or `SEQUENCE_JSON`, one
    element per item) goes to `DataPlane.predict` (decoded, preprocessed, batched).
 
-Either way the answer may hold the model's outputs (`LOGITS`) plus `PROBABILITIES` (softmax) and
-`LABELS` (the `top_k` best label names, best first). Triton's classification extension
+Either way the answer may hold the model's outputs (`LOGITS`) plus `PROBABILITIES` (softmax),
+`LABELS` (the `top_k` best label names, best first) and, when the model has an out-of-distribution
+detector and monitoring is on, `OOD_SCORE` (FP32 [batch, 1]) and `OOD` (BOOL [batch, 1]):
+extra outputs rather than response parameters, because parameters are one per response and a
+batch needs one value per row (docs/out-of-distribution.md). Triton's classification extension
 (`classification: k` on a requested output) is honoured too, answering "score:index:label".
 """
 
@@ -20,14 +23,19 @@ from typing import Any
 
 import numpy as np
 
-from service.dataplane import DataPlane, RequestScope
+from service.dataplane import OOD_KEY, DataPlane, RequestScope
 from service.errors import BadInput
 from service.postprocess import softmax
 from service.preprocess.image import decode_base64
 from service.repository import ModelSpec, PayloadKind, TensorSpec
 
 SERVER_NAME = "modelgate"
-SERVER_EXTENSIONS = ("binary_tensor_data", "classification", "model_configuration")
+SERVER_EXTENSIONS = (
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "model_repository",
+)
 PLATFORM = "onnxruntime_onnx"
 
 RAW_INPUTS: dict[PayloadKind, str] = {
@@ -37,6 +45,9 @@ RAW_INPUTS: dict[PayloadKind, str] = {
 }
 PROBABILITIES = "PROBABILITIES"
 LABELS = "LABELS"
+OOD_SCORE = "OOD_SCORE"
+OOD = "OOD"
+OOD_OUTPUTS = (OOD_SCORE, OOD)
 TOP_K_PARAMETER = "top_k"
 DEFAULT_TOP_K = 1  # LABELS holds the best label unless the request asks for more
 
@@ -105,6 +116,8 @@ def _build_metadata(spec: ModelSpec) -> ModelMetadata:
     extra_outputs = (
         TensorSpec(PROBABILITIES, "FP32", (classes,)),
         TensorSpec(LABELS, "BYTES", (-1,)),
+        TensorSpec(OOD_SCORE, "FP32", (1,)),
+        TensorSpec(OOD, "BOOL", (1,)),
     )
     return ModelMetadata(
         name=spec.name,
@@ -176,7 +189,11 @@ async def infer(
     top_k: int | None,
     scope: RequestScope,
 ) -> dict[str, np.ndarray]:
-    """Run one OIP inference (passthrough or raw payloads); outputs in the order asked for."""
+    """Run one OIP inference (passthrough or raw payloads); outputs in the order asked for.
+
+    The version that answers is the one `DataPlane.route` picks (`scope.spec` afterwards);
+    inputs and outputs are the model's (config.pbtxt), labels that version's own.
+    """
     spec = dataplane.model(model, version)
     if not inputs:
         raise BadInput("the request has no inputs")
@@ -206,20 +223,32 @@ async def infer(
     else:
         model_outputs = await dataplane.infer_tensors(spec.name, version, inputs, scope=scope)
 
+    labels = (scope.spec or spec).labels
     logits = model_outputs[spec.output]
     available = dict(model_outputs)
+    ood = scope.extra.get(OOD_KEY)
+    if ood is not None:
+        available[OOD_SCORE] = ood.scores.astype(np.float32).reshape(-1, 1)
+        available[OOD] = ood.flags.reshape(-1, 1)
+    elif not requested:  # no detector, or monitoring off: "every output" means the others
+        wanted = [o for o in wanted if o.name not in OOD_OUTPUTS]
     if any(o.name in (PROBABILITIES, LABELS) for o in wanted):
         probabilities = softmax(logits.reshape(logits.shape[0], -1)).astype(np.float32)
         available[PROBABILITIES] = probabilities
-        available[LABELS] = _labels(probabilities, spec.labels, k)
+        available[LABELS] = _labels(probabilities, labels, k)
     answer: dict[str, np.ndarray] = {}
     for output in wanted:
         array = available.get(output.name)
+        if array is None and output.name in OOD_OUTPUTS:
+            raise BadInput(
+                f"output {output.name} needs out-of-distribution monitoring, which is off for "
+                f"model {spec.name} (MODELGATE_OOD_ENABLED, or no detector in its version)"
+            )
         if array is None:  # a second model output the raw path does not produce
             raise BadInput(f"output {output.name} is only available with tensor inputs")
         if output.classification:
             if array.dtype == np.object_:
                 raise BadInput(f"output {output.name} holds strings and cannot be classified")
-            array = _classification(array, spec.labels, output.classification)
+            array = _classification(array, labels, output.classification)
         answer[output.name] = array
     return answer

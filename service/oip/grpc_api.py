@@ -2,7 +2,8 @@
 
 Runs in the gateway's process and event loop, next to the HTTP app, and calls the same data plane.
 Errors become gRPC status codes from the gateway's error table; RPCs this server does not offer
-(streaming, shared memory, repository control, ...) answer UNIMPLEMENTED.
+(streaming, shared memory, ...) answer UNIMPLEMENTED. Repository control (RepositoryIndex,
+RepositoryModelLoad, RepositoryModelUnload) is service/lifecycle.py behind `check_admin`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from service import __version__, checks
 from service.dataplane import DataPlane
-from service.errors import BadInput, ModelGateError, ModelNotFound
+from service.errors import AdminDisabled, BadInput, ModelGateError, ModelNotFound
+from service.lifecycle import ModelManager
 from service.oip import core, tensors
+from service.routing import CLIENT_HEADER
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -141,18 +144,73 @@ def _tensor_metadata(spec: Any) -> service_pb2.ModelMetadataResponse.TensorMetad
 class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
     """The OIP gRPC service over the data plane."""
 
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, manager: ModelManager | None = None) -> None:
         self.dataplane = dataplane
+        self.manager = manager
         self.settings: Settings = dataplane.settings
 
-    def _check_api_key(self, context: grpc.aio.ServicerContext) -> None:
-        if self.settings.api_key is None:  # open: skip reading the metadata
-            return
+    @staticmethod
+    def _authorization(context: grpc.aio.ServicerContext) -> str | None:
         header = None
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 header = value if isinstance(value, str) else value.decode("latin-1")
-        checks.check_api_key(self.settings, header)
+        return header
+
+    def _check_api_key(self, context: grpc.aio.ServicerContext) -> None:
+        if self.settings.api_key is None:  # open: skip reading the metadata
+            return
+        checks.check_api_key(self.settings, self._authorization(context))
+
+    def _admin(self, context: grpc.aio.ServicerContext) -> ModelManager:
+        checks.check_admin(self.settings, self._authorization(context))
+        if self.manager is None:
+            raise AdminDisabled("repository control is not available on this server")
+        return self.manager
+
+    async def RepositoryIndex(
+        self, request: service_pb2.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> service_pb2.RepositoryIndexResponse:
+        async def call() -> service_pb2.RepositoryIndexResponse:
+            rows = self._admin(context).index()
+            return service_pb2.RepositoryIndexResponse(
+                models=[
+                    service_pb2.RepositoryIndexResponse.ModelIndex(
+                        name=r.name, version=r.version, state=r.state, reason=r.reason
+                    )
+                    for r in rows
+                    if not request.ready or r.state == "READY"
+                ]
+            )
+
+        return await self._answer(context, call)
+
+    async def RepositoryModelLoad(
+        self, request: service_pb2.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
+    ) -> service_pb2.RepositoryModelLoadResponse:
+        async def call() -> service_pb2.RepositoryModelLoadResponse:
+            manager = self._admin(context)
+            overrides = sorted(
+                k for k in request.parameters if k == "config" or k.startswith("file:")
+            )
+            if overrides:
+                raise BadInput(
+                    f"load overrides {overrides} are not supported: write the files into the "
+                    "repository and load again"
+                )
+            await manager.load(request.model_name)
+            return service_pb2.RepositoryModelLoadResponse()
+
+        return await self._answer(context, call)
+
+    async def RepositoryModelUnload(
+        self, request: service_pb2.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
+    ) -> service_pb2.RepositoryModelUnloadResponse:
+        async def call() -> service_pb2.RepositoryModelUnloadResponse:
+            await self._admin(context).unload(request.model_name)
+            return service_pb2.RepositoryModelUnloadResponse()
+
+        return await self._answer(context, call)
 
     @staticmethod
     async def _answer(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[_T]]) -> _T:
@@ -242,6 +300,8 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
                 self._check_api_key(context)
                 version = request.model_version or None
                 spec = dataplane.model(request.model_name, version)
+                if spec.name in dataplane.routing:  # only a routing policy can use it
+                    scope.client_key = _metadata_value(context, CLIENT_HEADER)
                 outputs = await core.infer(
                     dataplane,
                     spec.name,
@@ -251,10 +311,19 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):
                     top_k(request),
                     scope,
                 )
-                return encode_response(spec.name, spec.version, request.id, outputs)
+                answered = scope.spec or spec
+                return encode_response(spec.name, answered.version, request.id, outputs)
         except Exception as exc:
             await self._abort(context, exc)
         raise AssertionError("unreachable: abort raises")
+
+
+def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    """One invocation metadata value (keys arrive lower-case), or None."""
+    for name, value in context.invocation_metadata() or ():
+        if name == key:
+            return value if isinstance(value, str) else value.decode(errors="replace")
+    return None
 
 
 def _unimplemented(method: str) -> Callable[..., Awaitable[None]]:
@@ -332,7 +401,9 @@ def _address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def start_server(dataplane: DataPlane) -> grpc.aio.Server:
+async def start_server(
+    dataplane: DataPlane, manager: ModelManager | None = None
+) -> grpc.aio.Server:
     """Start the gRPC server on `settings.host:settings.grpc_port` in the running event loop."""
     settings = dataplane.settings
     options = [
@@ -342,8 +413,16 @@ async def start_server(dataplane: DataPlane) -> grpc.aio.Server:
         # (for example by a Triton on the same host) instead of silently splitting traffic.
         ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
     ]
+    if settings.grpc_max_connection_age_s is not None:
+        # A graceful GOAWAY per connection of that age: the client reconnects without failing
+        # a call, through the load balancer, so connections spread over replicas and leave a
+        # draining gateway within its drain window.
+        options += [
+            ("grpc.max_connection_age_ms", round(settings.grpc_max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", round(settings.shutdown_grace_s * 1000)),
+        ]
     server = grpc.aio.server(options=options)
-    handlers = method_handlers(InferenceService(dataplane))
+    handlers = method_handlers(InferenceService(dataplane, manager))
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),)
     )

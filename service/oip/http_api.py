@@ -18,6 +18,7 @@ from service.dataplane import DataPlane
 from service.errors import ModelGateError, ModelNotFound
 from service.oip import core
 from service.oip.http_codec import HEADER_LENGTH, decompress, encode_response, parse_request
+from service.routing import CLIENT_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ async def infer(request: Request, model: str, version: str | None = None) -> Res
         ) as scope:
             checks.check_api_key(dataplane.settings, headers.get("authorization"))
             spec = dataplane.model(model, version)
+            if model in dataplane.routing:  # only a routing policy can use the client's id
+                scope.client_key = headers.get(CLIENT_HEADER)
             checks.check_declared_size(dataplane.settings, headers.get("content-length"))
             body = decompress(
                 await request.body(),
@@ -133,7 +136,8 @@ async def infer(request: Request, model: str, version: str | None = None) -> Res
             outputs = await core.infer(
                 dataplane, model, version, decoded.inputs, decoded.outputs, decoded.top_k, scope
             )
-            content, header_length = encode_response(spec.name, spec.version, decoded, outputs)
+            answered = scope.spec or spec
+            content, header_length = encode_response(spec.name, answered.version, decoded, outputs)
     except ModelGateError as exc:
         return protocol_error(exc)
     except Exception:  # already logged with its trace by `track`

@@ -22,7 +22,7 @@ def for_model(spec: ModelSpec, *, max_image_pixels: int) -> Preprocessor:
     if spec.image is not None:
         return ImagePreprocessor(spec.image, max_pixels=max_image_pixels)
     if spec.text is not None:
-        return TextPreprocessor(spec.text, spec.path / spec.text.tokenizer_file)
+        return TextPreprocessor(spec.text, spec.artifact(spec.text.tokenizer_file))
     if spec.sequence is not None:
         return SequencePreprocessor(spec.sequence)
     raise ValueError(f"model {spec.name} has no preprocessing block")

@@ -15,17 +15,19 @@ from service import checks
 from service.dataplane import DataPlane
 from service.errors import BadInput, InvalidRequest, UnsupportedMediaType
 from service.rest.schemas import ErrorResponse, PredictRequest, PredictResponse, ReadinessResponse
+from service.routing import CLIENT_HEADER
 
 router = APIRouter()
 
 PREDICT_PATH = "/v1/models/{model}/predict"
+PREDICT_VERSION_PATH = "/v1/models/{model}/versions/{version}/predict"
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
         400: "invalid input (not decodable, wrong shape, too many inputs)",
         401: "missing or wrong API key (only when one is configured)",
-        404: "unknown model",
+        404: "unknown model or version not served",
         413: "body or image too large",
         415: "unsupported media type",
         422: "body does not match the schema",
@@ -94,7 +96,7 @@ def _query_top_k(request: Request) -> int | None:
 
 
 async def _payloads(
-    request: Request, dataplane: DataPlane, model: str
+    request: Request, dataplane: DataPlane, model: str, version: str | None
 ) -> tuple[list[Any], int | None]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
@@ -106,7 +108,7 @@ async def _payloads(
                 f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()
             )
             raise InvalidRequest(f"invalid JSON body: {details}") from None
-        return dataplane.payloads_from_json(model, parsed.inputs), parsed.top_k
+        return dataplane.payloads_from_json(model, parsed.inputs, version), parsed.top_k
     if content_type == "multipart/form-data":
         if dataplane.model(model).kind != "image":
             raise UnsupportedMediaType(
@@ -137,19 +139,32 @@ async def _payloads(
     summary="Predict labels from raw payloads (images, text or sequences)",
     tags=["inference"],
 )
-async def predict(model: str, request: Request) -> Response:
-    """Decode, preprocess, batch, infer and return the top-k labels for each input."""
+@router.post(
+    PREDICT_VERSION_PATH,
+    response_model=PredictResponse,
+    responses=_ERRORS,
+    openapi_extra=_PREDICT_BODY,
+    summary="Predict with one served version of the model",
+    tags=["inference"],
+)
+async def predict(model: str, request: Request, version: str | None = None) -> Response:
+    """Decode, preprocess, batch, infer and return the top-k labels for each input; `version`
+    in the answer is the version that produced it."""
     dataplane = _dataplane(request)
     headers = request.headers
     async with dataplane.track(
         model, "predict", "rest", request.state.request_id, headers
     ) as scope:
         checks.check_api_key(dataplane.settings, headers.get("authorization"))
-        dataplane.model(model)  # 404 before anything is read
+        dataplane.model(model, version)  # 404 before anything is read
+        if model in dataplane.routing:  # only a routing policy can use the client's id
+            scope.client_key = headers.get(CLIENT_HEADER)
         checks.check_declared_size(dataplane.settings, headers.get("content-length"))
         top_k = _query_top_k(request)
-        payloads, body_top_k = await _payloads(request, dataplane, model)
-        result = await dataplane.predict(model, payloads, top_k or body_top_k, scope=scope)
+        payloads, body_top_k = await _payloads(request, dataplane, model, version)
+        result = await dataplane.predict(
+            model, payloads, top_k or body_top_k, scope=scope, version=version
+        )
     return Response(
         orjson.dumps(
             {
@@ -174,9 +189,21 @@ async def list_models(request: Request) -> dict[str, Any]:
     "/v1/models/{model}", responses=_ERRORS, summary="One model's input contract", tags=["models"]
 )
 async def get_model(model: str, request: Request) -> dict[str, Any]:
-    """The model's input contract, labels and versions."""
+    """The model's input contract, labels and served versions (at its newest version)."""
     check_api_key(request)
     return _dataplane(request).model(model).contract()
+
+
+@router.get(
+    "/v1/models/{model}/versions/{version}",
+    responses=_ERRORS,
+    summary="One served version's input contract",
+    tags=["models"],
+)
+async def get_model_version(model: str, version: str, request: Request) -> dict[str, Any]:
+    """The input contract and labels of one served version."""
+    check_api_key(request)
+    return _dataplane(request).model(model, version).contract()
 
 
 @router.get("/healthz", summary="Liveness: the process answers", tags=["health"])

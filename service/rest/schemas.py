@@ -39,6 +39,16 @@ class Prediction(BaseModel):
     label: str
     probability: float
     top_k: list[LabelScore]
+    ood_score: float | None = Field(
+        None,
+        description="How far the input lies from the model's training data (higher: further); "
+        "absent when out-of-distribution monitoring is off.",
+    )
+    ood: bool | None = Field(
+        None,
+        description="True when `ood_score` is above the threshold calibrated on held-out data: "
+        "the answer is likely meaningless for this input.",
+    )
 
 
 class PredictResponse(BaseModel):

@@ -139,8 +139,14 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-def start_gateway(repository: Path, triton_urls: list[str], log_dir: Path) -> Gateway:
-    """`modelgate serve` configured the way the deployment files configure it: MODELGATE_* env."""
+def start_gateway(
+    repository: Path,
+    triton_urls: list[str],
+    log_dir: Path,
+    settings: dict[str, str] | None = None,
+) -> Gateway:
+    """`modelgate serve` configured the way the deployment files configure it: MODELGATE_* env
+    (`settings` adds or overrides variables)."""
     port = free_port()
     log_path = log_dir / f"gateway-{port}.log"
     env = {
@@ -153,6 +159,7 @@ def start_gateway(repository: Path, triton_urls: list[str], log_dir: Path) -> Ga
         "MODELGATE_MODEL_REPOSITORY": str(repository),
         "MODELGATE_TRITON_URL": ",".join(triton_urls),
         "MODELGATE_LOG_LEVEL": "warning",
+        **(settings or {}),
     }
     command = [sys.executable, "-c", "from service.cli import app; app()", "serve"]
     with log_path.open("wb") as log:

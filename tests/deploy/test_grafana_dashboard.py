@@ -72,10 +72,14 @@ def test_the_required_views_are_there(dashboard: dict[str, Any]) -> None:
         "nv_inference_queue_duration_us",
         "nv_inference_compute_infer_duration_us",
         "nv_inference_request_success",
+        "modelgate_drift_psi",
+        "modelgate_drift_window_items",
     ):
         assert needle in queries, needle
     rows = [panel for panel in dashboard["panels"] if panel["type"] == "row"]
     assert any(row.get("repeat") == "model" for row in rows), "no per-model row"
+    drift_rows = [row for row in rows if "Drift" in row["title"]]
+    assert [row.get("repeat") for row in drift_rows] == ["model"], "no per-model drift row"
 
 
 def test_provisioning_points_at_the_dashboard(dashboard: dict[str, Any]) -> None:
@@ -91,3 +95,30 @@ def test_provisioning_points_at_the_dashboard(dashboard: dict[str, Any]) -> None
     assert datasource["type"] == "prometheus"
     variable_sources = {v["datasource"]["uid"] for v in dashboard["templating"]["list"]}
     assert variable_sources == {datasource["uid"]}
+
+
+def test_the_rollout_row_shows_routing_and_shadow_agreement(dashboard: dict[str, Any]) -> None:
+    """Weights in force per version, agreement ratio against the alert's floor, mean absolute
+    difference, and shadow copies compared and dropped."""
+    rows = [p for p in dashboard["panels"] if p["type"] == "row"]
+    (row,) = [r for r in rows if r["title"].startswith("Rollout")]
+    assert "repeat" not in row
+    queries = " ".join(
+        target["expr"]
+        for panel in dashboard["panels"]
+        if panel["gridPos"]["y"] > row["gridPos"]["y"]
+        and panel["gridPos"]["y"]
+        < min(
+            [r["gridPos"]["y"] for r in rows if r["gridPos"]["y"] > row["gridPos"]["y"]] or [10**6]
+        )
+        for target in panel.get("targets", [])
+    )
+    for needle in (
+        "modelgate_routing_weight",
+        "rate(modelgate_shadow_top1_agree_total",
+        "rate(modelgate_shadow_compared_total",
+        "rate(modelgate_shadow_abs_diff_sum",
+        "modelgate_shadow_dropped_total",
+        "modelgate:shadow_top1_agreement_floor",
+    ):
+        assert needle in queries, needle

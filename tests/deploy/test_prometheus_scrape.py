@@ -3,16 +3,19 @@
 The scrape config and alert rules are the ones in deploy/prometheus/, with only the compose
 service addresses swapped for the local ports and the intervals shortened. After some traffic,
 every PromQL expression of the Grafana dashboard and of the rules must evaluate without error
-and return data.
+and return data. The stack serves a copy of the repository where digits_cnn has a second version
+shadowing the first, so the routing and shadow-agreement series exist too.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +24,19 @@ import pytest
 import yaml
 
 from service.local_triton import LocalTriton
+from service.model_contract import ROUTING_FILE
+from tests.conftest import running_triton
 from tests.deploy.deploy_support import (
     REPO_ROOT,
     Gateway,
     free_port,
     require_tool,
+    start_gateway,
     stop_process,
     wait_until,
 )
 from tests.deploy.deploy_traffic import bad_requests, send, valid_requests
+from tests.service.versioned_repository import MODEL, add_version, set_version_policy
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.triton, pytest.mark.gateway, pytest.mark.slow]
 
@@ -167,17 +174,41 @@ class PrometheusServer:
 
 
 @pytest.fixture(scope="module")
+def shadow_repository(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The served repository, with digits_cnn version 2 (perturbed weights) shadowing version 1."""
+    root = tmp_path_factory.mktemp("scrape") / "repository"
+    shutil.copytree(model_repository, root)
+    add_version(root / MODEL, 2, seed=2, labels=tuple(str(i) for i in range(10)))
+    set_version_policy(root / MODEL, "latest { num_versions: 2 }")
+    (root / MODEL / ROUTING_FILE).write_text(json.dumps({"weights": {"1": 100}, "shadow": "2"}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def stack(
+    shadow_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Gateway, list[LocalTriton]]]:
+    """Two Tritons and one gateway over both, on `shadow_repository`."""
+    with ExitStack() as stack:
+        tritons = [stack.enter_context(running_triton(shadow_repository, "a scrape Triton"))]
+        tritons.append(stack.enter_context(running_triton(shadow_repository, "a scrape Triton")))
+        gateway = start_gateway(
+            shadow_repository,
+            [server.grpc_url for server in tritons],
+            tmp_path_factory.mktemp("gateway"),
+        )
+        stack.callback(stop_process, gateway.process)
+        yield gateway, tritons
+
+
+@pytest.fixture(scope="module")
 def prometheus(
-    gateway_over_two_tritons: Gateway,
-    triton_server: LocalTriton,
-    second_triton: LocalTriton,
-    tmp_path_factory: pytest.TempPathFactory,
+    stack: tuple[Gateway, list[LocalTriton]], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PrometheusServer]:
+    gateway, tritons = stack
     targets = {
-        "modelgate": [gateway_over_two_tritons.address],
-        "triton": [
-            f"{server.host}:{server.metrics_port}" for server in (triton_server, second_triton)
-        ],
+        "modelgate": [gateway.address],
+        "triton": [f"{server.host}:{server.metrics_port}" for server in tritons],
     }
     workdir = tmp_path_factory.mktemp("prometheus")
     server = PrometheusServer(local_config(targets, RULES), workdir)
@@ -189,14 +220,17 @@ def prometheus(
 
 
 @pytest.fixture(scope="module")
-def traffic(gateway_over_two_tritons: Gateway, model_repository: Path) -> Iterator[list[int]]:
+def traffic(
+    stack: tuple[Gateway, list[LocalTriton]], shadow_repository: Path
+) -> Iterator[list[int]]:
     """Keeps a light, bounded request stream going while the module's checks run."""
-    good, bad = valid_requests(model_repository), bad_requests(model_repository)
+    gateway, _ = stack
+    good, bad = valid_requests(shadow_repository), bad_requests(shadow_repository)
     statuses: list[int] = []
     stop = threading.Event()
 
     def run() -> None:
-        with httpx.Client(base_url=gateway_over_two_tritons.url) as client:
+        with httpx.Client(base_url=gateway.url) as client:
             for _ in range(400):  # bounded: about two minutes at most
                 for request in good:
                     statuses.append(send(client, request).status_code)

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from loadtests import payloads
-from loadtests.sla import parse_sla
+from loadtests.sla import PayloadKind, Shift, parse_sla
 from training.data import load_digits_split, load_langid_split, load_vowels_split
 
 SLA = parse_sla(
@@ -128,3 +128,57 @@ grpc_url: localhost:8001
 
     with pytest.raises(FileNotFoundError, match="set model_repository"):
         payloads.tensor_requests(image_target, tmp_path, count=1)
+
+
+@pytest.mark.parametrize(
+    ("kind", "shift"),
+    [
+        ("image", "inverted"),
+        ("image", "noisy"),
+        ("text", "foreign"),
+        ("sequence", "scaled"),
+        ("sequence", "noisy"),
+    ],
+)
+def test_shifted_items_are_seeded_and_move_away_from_the_held_out_data(
+    kind: PayloadKind, shift: Shift
+) -> None:
+    held_out = payloads.held_out_items(kind)
+    shifted = payloads.held_out_items(kind, shift=shift)
+    assert shifted is payloads.shifted_items(
+        kind, shift, "png"
+    )  # built once, the same items every time
+    assert len(shifted) >= 300
+    if kind == "image":
+        original = np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in held_out])
+        moved = np.stack([np.asarray(Image.open(io.BytesIO(b))) for b in shifted])
+        if shift == "inverted":
+            np.testing.assert_array_equal(moved, 255 - original)
+        else:
+            difference = moved.astype(float) - original
+            assert 30 < difference.std() < 50
+    elif kind == "text":
+        assert not set(shifted) & set(held_out)
+        assert all(1 <= len(str(t).split()) <= 4 for t in shifted)
+        assert any(any("\u0400" <= c <= "\u04ff" for c in str(t)) for t in shifted)  # Cyrillic
+    else:
+        assert len(shifted) == len(held_out)
+        for original_seq, moved_seq in zip(held_out, shifted, strict=True):
+            assert isinstance(original_seq, np.ndarray) and isinstance(moved_seq, np.ndarray)
+            assert moved_seq.shape == original_seq.shape
+            if shift == "scaled":
+                np.testing.assert_allclose(moved_seq, original_seq * payloads.SEQUENCE_SCALE)
+            else:
+                assert not np.allclose(moved_seq, original_seq)
+
+
+def test_rest_bodies_of_a_shifted_target_carry_the_shifted_items() -> None:
+    (target,) = parse_sla(
+        """
+load: {users: 1, spawn_rate: 1, duration_s: 1}
+targets: [{model: langid_transformer, shift: foreign, batch: 2, budget: {p99_ms: 1}}]
+"""
+    ).targets
+    foreign = set(payloads.shifted_items("text", "foreign"))
+    for body in payloads.rest_bodies(target, count=3):
+        assert set(json.loads(body.body)["inputs"]) <= foreign

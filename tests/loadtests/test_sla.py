@@ -25,6 +25,17 @@ def test_shipped_sla_is_valid() -> None:
     assert all(t.budget.p99_ms for t in sla.targets)
 
 
+def test_shipped_drift_scenario_shifts_every_model() -> None:
+    sla = load_sla(SHIPPED.parent / "drift.yaml")
+    shifts = {t.model: t.shift for t in sla.targets}
+    assert shifts == {
+        "digits_cnn": "inverted",
+        "langid_transformer": "foreign",
+        "vowels_gru": "scaled",
+    }
+    assert {t.name for t in sla.targets} >= {"rest digits_cnn inverted"}
+
+
 def test_minimal_file_gets_defaults() -> None:
     sla = parse_sla(MINIMAL)
     target = sla.targets[0]
@@ -73,6 +84,14 @@ def test_minimal_file_gets_defaults() -> None:
             MINIMAL.replace("model: digits_cnn", "model: vowels_gru, encoding: multipart"),
             "multipart is only for image models",
         ),
+        (
+            MINIMAL.replace("model: digits_cnn", "model: digits_cnn, shift: foreign"),
+            "shift 'foreign' does not apply to image payloads",
+        ),
+        (
+            MINIMAL.replace("model: digits_cnn", "model: digits_cnn, shift: upside_down"),
+            "targets[0].shift: Input should be",
+        ),
         (MINIMAL + "capacity: {user_steps: [4, 2]}\n", "user_steps must increase strictly"),
         (MINIMAL.replace("load:", "host: localhost:8000\nload:"), "host: String should match"),
         ("load: {users: 2\n", "not valid YAML"),
@@ -110,3 +129,41 @@ def test_cli_names_an_unreachable_gateway(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "cannot reach the gateway at http://127.0.0.1:9" in result.output
+
+
+ROLLOUT = SHIPPED.with_name("rollout.yaml")
+
+
+def test_shipped_rollout_sla_allows_no_error_and_promotes_then_rolls_back() -> None:
+    sla = load_sla(ROLLOUT)
+    assert all(t.budget.max_error_ratio == 0 for t in sla.targets)
+    commands = [step.command for step in sla.rollout]
+    assert "promote" in commands and "rollback" in commands
+    assert commands.index("promote") < commands.index("rollback")
+    assert sla.model_repository
+
+
+WITH_STEPS = MINIMAL + "model_repository: repo\nrollout:\n"
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ("  - {at_s: 1, command: canary, model: m, version: '2'}", "needs `version` and `percent`"),
+        ("  - {at_s: 1, command: promote, model: m, percent: 5}", "`percent` is only for a canary"),
+        ("  - {at_s: 1, command: rollback, model: m, version: '1'}", "takes no `version`"),
+        ("  - {at_s: 1, command: launch, model: m}", "rollout[0].command"),
+        ("  - {at_s: 5, command: promote, model: m}\n  - {at_s: 2, command: rollback, model: m}",
+         "must be in time order"),
+        ("  - {at_s: 10, command: promote, model: m}", "must come before the measured window ends"),
+    ],
+)  # fmt: skip
+def test_bad_rollout_steps_are_named(steps: str, message: str) -> None:
+    with pytest.raises(SlaError) as caught:
+        parse_sla(WITH_STEPS + steps, "bad.yaml")
+    assert message in str(caught.value)
+
+
+def test_rollout_steps_need_the_repository() -> None:
+    with pytest.raises(SlaError, match="set model_repository"):
+        parse_sla(MINIMAL + "rollout:\n  - {at_s: 1, command: rollback, model: m}\n")

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -56,6 +57,7 @@ REST_PREDICTIONS = (
         "model": "langid_transformer",
         "protocol": "rest",
         "status_class": "2xx",
+        "version": "1",
     },
 )
 MAX_REQUESTS = 200  # the kernel hands new connections to either worker; both soon get some
@@ -89,6 +91,9 @@ def test_two_workers_serve_and_share_metrics(
             "MODELGATE_LOG_LEVEL": "warning",
             "PROMETHEUS_MULTIPROC_DIR": "",  # let the command create a fresh one
             "MODELGATE_GRPC_PORT": str(free_port()),
+            # each worker keeps its own drift window and refreshes its gauges on a timer
+            "MODELGATE_DRIFT_MIN_ITEMS": "1",
+            "MODELGATE_DRIFT_REFRESH_S": "0.2",
         },
         "--port",
         str(port),
@@ -125,6 +130,12 @@ def test_two_workers_serve_and_share_metrics(
         name, labels = REST_PREDICTIONS
         label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
         assert f"{name}{{{label_text}}} {float(sent)}" in metrics
+        # Drift gauges merge as the largest worker value: the busier worker's window fill.
+        time.sleep(1.0)  # a few refresh periods
+        metrics = httpx.get(f"{url}/metrics", timeout=30).text
+        fill = 'modelgate_drift_window_items{model="langid_transformer",version="1"}'
+        assert f"{fill} {max(served.values())}" in metrics
+        assert 'modelgate_drift_psi{feature="tokens",model="langid_transformer"' in metrics
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=60)

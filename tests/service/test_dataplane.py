@@ -14,7 +14,7 @@ from service.dataplane import DataPlane
 from service.errors import BadInput, ModelNotFound
 from service.local_triton import LocalTriton
 from service.metrics import Metrics
-from service.repository import load_repository
+from service.repository import load_repository_versions
 from service.settings import Settings
 
 pytestmark = [pytest.mark.triton]
@@ -45,7 +45,7 @@ def test_tensor_passthrough_and_validation(
 
     async def scenario() -> None:
         settings = Settings(model_repository=model_repository, triton_url=triton_server.grpc_url)
-        specs = load_repository(model_repository)
+        specs = load_repository_versions(model_repository)
         metrics = Metrics(specs)
         backend = TritonBackend(settings.triton_urls, "grpc", settings.triton_timeout_s)
         dataplane = DataPlane(settings, specs, backend, metrics)
@@ -79,15 +79,18 @@ def test_tensor_passthrough_and_validation(
         finally:
             await dataplane.close()
 
-        def count(endpoint: str, protocol: str, status_class: str) -> float | None:
+        def count(
+            endpoint: str, protocol: str, status_class: str, version: str = "1"
+        ) -> float | None:
             return metrics.registry.get_sample_value(
                 "modelgate_requests_total",
-                {"model": "langid_transformer", "endpoint": endpoint, "protocol": protocol,
-                 "status_class": status_class},
+                {"model": "langid_transformer", "version": version, "endpoint": endpoint,
+                 "protocol": protocol, "status_class": status_class},
             )  # fmt: skip
 
         assert count("infer", "v2_grpc", "2xx") == 1
-        assert count("infer", "v2_http", "4xx") == 7  # six invalid tensors, one unknown version
+        assert count("infer", "v2_http", "4xx") == 6  # six invalid tensors of version 1
+        assert count("infer", "v2_http", "4xx", version="none") == 1  # unknown version 7
         assert count("predict", "v2_grpc", "2xx") == 1
 
     asyncio.run(scenario())

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from modelgate.cli import app
 from service import model_contract as contract
+from service.repository import load_model
 from training.recipes import RECIPES
 
 COMMITTED = Path(__file__).resolve().parents[2] / "model_repository"
@@ -35,6 +36,9 @@ def test_rebuild_reaches_the_committed_accuracy(rebuilt: Path, name: str) -> Non
     # Same data, seeds and code: the same model up to thread-order noise.
     assert fresh["held_out"]["accuracy"] >= committed["held_out"]["accuracy"] - 0.03
     assert all(c["max_abs_diff"] < 1e-4 for c in fresh["parity"]["cases"])
+    # The build fits and calibrates the version's out-of-distribution detector.
+    assert (rebuilt / name / "1" / contract.OOD_FILE).is_file()
+    assert fresh["ood"]["false_positive_rate"] <= 0.05
     for config_file in (contract.CONFIG_FILE, contract.GPU_CONFIG_FILE):
         committed_config = (COMMITTED / name / config_file).read_text()
         assert (rebuilt / name / config_file).read_text() == committed_config
@@ -52,6 +56,12 @@ def test_new_version_is_added_beside_the_old_one(rebuilt: Path) -> None:
     assert record["version"] == 2
     config = contract.parse_config(model_dir / contract.CONFIG_FILE)
     assert config.version_policy.latest.num_versions == 1  # Triton serves version 2
+    # Version 2 carries its own preprocessing and labels; version 1 keeps the model-level ones.
+    for artifact in (contract.PREPROCESSING_FILE, contract.LABELS_FILE):
+        assert contract.artifact_path(model_dir, 2, artifact) == model_dir / "2" / artifact
+        assert contract.artifact_path(model_dir, 1, artifact) == model_dir / artifact
+    spec = load_model(model_dir)
+    assert (spec.version, spec.versions) == ("2", ("2",))
 
 
 def test_unknown_model_is_refused() -> None:

@@ -115,6 +115,8 @@ def test_metadata_advertises_the_raw_input_and_extra_outputs(tiny_repository: Pa
         {"name": "LOGITS", "datatype": "FP32", "shape": [-1, 3]},
         {"name": "PROBABILITIES", "datatype": "FP32", "shape": [-1, 3]},
         {"name": "LABELS", "datatype": "BYTES", "shape": [-1, -1]},
+        {"name": "OOD_SCORE", "datatype": "FP32", "shape": [-1, 1]},
+        {"name": "OOD", "datatype": "BOOL", "shape": [-1, 1]},
     ]
     assert metadata["inputs"][1] == {"name": "IMAGE_BYTES", "datatype": "BYTES", "shape": [-1, 1]}
 

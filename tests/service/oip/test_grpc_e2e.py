@@ -66,7 +66,13 @@ def test_model_metadata_and_config(gateway: RunningGateway, model: str) -> None:
     assert metadata["name"] == model and metadata["versions"] == ["1"]
     raw = {t["name"]: t for t in metadata["inputs"]}[RAW_INPUTS[model]]
     assert raw["datatype"] == "BYTES" and raw["shape"] == ["-1", "1"]  # int64 as JSON strings
-    assert [o["name"] for o in metadata["outputs"]] == ["LOGITS", "PROBABILITIES", "LABELS"]
+    assert [o["name"] for o in metadata["outputs"]] == [
+        "LOGITS",
+        "PROBABILITIES",
+        "LABELS",
+        "OOD_SCORE",
+        "OOD",
+    ]
     http_metadata = httpclient.InferenceServerClient(
         gateway.url.removeprefix("http://")
     ).get_model_metadata(model)
@@ -152,7 +158,7 @@ def test_protocol_errors_and_the_server_keeps_serving(
          grpc.StatusCode.RESOURCE_EXHAUSTED, "message larger than max"),
         (lambda: client.get_inference_statistics("digits_cnn"), grpc.StatusCode.UNIMPLEMENTED,
          "not supported"),
-        (lambda: client.get_model_repository_index(), grpc.StatusCode.UNIMPLEMENTED,
+        (lambda: client.get_system_shared_memory_status(), grpc.StatusCode.UNIMPLEMENTED,
          "not supported"),
     ]  # fmt: skip
     for call, code, fragment in cases:

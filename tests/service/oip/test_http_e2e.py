@@ -61,7 +61,13 @@ def test_model_metadata_and_config(gateway: RunningGateway, model: str) -> None:
         "datatype": "BYTES",
         "shape": [-1, 1],
     }
-    assert [o["name"] for o in metadata["outputs"]] == ["LOGITS", "PROBABILITIES", "LABELS"]
+    assert [o["name"] for o in metadata["outputs"]] == [
+        "LOGITS",
+        "PROBABILITIES",
+        "LABELS",
+        "OOD_SCORE",
+        "OOD",
+    ]
     config = client.get_model_config(model)
     assert config["name"] == model and config["max_batch_size"] == 64
     assert [i["name"] for i in config["input"]] == [
@@ -174,7 +180,7 @@ def test_protocol_errors_and_the_server_keeps_serving(
     assert cut.status_code == 400 and "error" in cut.json()
     oversized = httpx.post(url, content=b"\0" * (gateway.settings.max_body_bytes + 1))
     assert oversized.status_code == 413 and "exceeds" in oversized.json()["error"]
-    unknown_route = httpx.post(f"{gateway.url}/v2/repository/index")
+    unknown_route = httpx.post(f"{gateway.url}/v2/trace/setting")
     assert unknown_route.status_code == 404 and "not supported" in unknown_route.json()["error"]
 
     result = client.infer("digits_cnn", infer_inputs({"IMAGE": image}, True))

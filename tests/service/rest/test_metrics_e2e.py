@@ -25,7 +25,9 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 def value(
     all_samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
 ) -> float:
-    return all_samples.get((name, frozenset(labels.items())), 0.0)
+    """The sum over the samples of `name` that carry `labels` (other labels: any value)."""
+    wanted = frozenset(labels.items())
+    return sum(v for (n, have), v in all_samples.items() if n == name and wanted <= have)
 
 
 def test_metrics_match_the_traffic(start_gateway: GatewayFactory) -> None:
@@ -58,6 +60,9 @@ def test_metrics_match_the_traffic(start_gateway: GatewayFactory) -> None:
         == 2
     )
     assert value(s, "modelgate_requests_total", model="digits_cnn", status_class="2xx", **rest) == 1
+    # the version label names the version that answered ("none": ended before one was chosen)
+    assert value(s, "modelgate_requests_total", model="digits_cnn", version="1", **rest) == 1
+    assert value(s, "modelgate_requests_total", model="unknown", version="none", **rest) == 1
     assert value(s, "modelgate_requests_total", model="unknown", status_class="4xx", **rest) == 1
     assert value(s, "modelgate_errors_total", model="langid_transformer", reason="bad_input") == 2
     assert value(s, "modelgate_errors_total", model="unknown", reason="not_found") == 1

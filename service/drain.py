@@ -1,0 +1,152 @@
+"""Graceful restarts: on SIGTERM the gateway drains before it stops, so no request is dropped.
+
+uvicorn's own shutdown closes the listener at once and closes every idle keep-alive connection
+at once. A client that is just writing its next request on such a connection loses it, and a load
+balancer that has not yet noticed the restart keeps routing to a closed port. Here, on the first
+SIGTERM (or SIGINT):
+
+1. readiness turns false at once (`/readyz` 503, OIP `/v2/health/ready` 400, gRPC `ServerReady`
+   false: all three ask `DataPlane.ready`, which asks `draining()`);
+2. for `drain_s` seconds everything else goes on as before: requests are served and new
+   connections accepted, while load balancers take the instance out of rotation;
+3. then new connections are refused (the listener closes), every response from then on carries
+   `Connection: close` (uvicorn closes the connection after sending it), and a connection with
+   no request in flight is closed once it has been idle for `IDLE_CLOSE_S`;
+4. uvicorn's lifespan shutdown follows: the OIP gRPC server stops (GOAWAY; RPCs in flight finish
+   within `shutdown_grace_s`), queued batches finish, and the process exits with code 0.
+   grpc-core cancels calls that reach a server whose shutdown has begun, so gRPC clients should
+   be gone by then: `grpc_max_connection_age_s` below `drain_s` sends each connection a
+   graceful GOAWAY during the window, and the clients reconnect elsewhere.
+
+A second SIGTERM or SIGINT during the drain window ends the window at once (step 3 starts, no
+request in flight is given up); a SIGINT after that forces the exit as uvicorn does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+import time
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+
+log = logging.getLogger(__name__)
+
+# A client that sends continuously reuses its connection within milliseconds of the previous
+# answer. One that has been silent this long is not sending; closing its connection is what
+# uvicorn's keep-alive timeout would do anyway. Until then the connection stays open, so a
+# request written after the drain window gets its answer (with `Connection: close`) instead
+# of meeting a closed socket.
+IDLE_CLOSE_S = 1.0
+
+# How often the closing phase looks at the open connections.
+_CLOSE_POLL_S = 0.02
+
+_CONNECTION_CLOSE = (b"connection", b"close")
+
+
+class _DrainState:
+    """Whether this process is draining. Process-wide, as the signal that starts it is."""
+
+    def __init__(self) -> None:
+        self.draining = False
+
+
+_state = _DrainState()
+
+
+def draining() -> bool:
+    """True from the first SIGTERM/SIGINT on: the instance must be taken out of rotation."""
+    return _state.draining
+
+
+def _busy(connection: Any) -> bool:
+    """Whether an HTTP connection (uvicorn's httptools or h11 protocol) has a request in flight."""
+    cycle = getattr(connection, "cycle", None)
+    return cycle is not None and not cycle.response_complete
+
+
+class DrainingServer(uvicorn.Server):
+    """`uvicorn.Server` with a drain window between the stop signal and its shutdown."""
+
+    def __init__(self, config: uvicorn.Config, drain_s: float) -> None:
+        super().__init__(config)
+        self.drain_s = drain_s
+        self._drain_ends: float | None = None
+        self._announced = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Runs as a signal handler: only sets flags, which `on_tick` acts on (as uvicorn's does).
+        # The signal is not recorded for re-raising: a drained shutdown is a clean exit, code 0.
+        if self._drain_ends is None:
+            _state.draining = True
+            self._drain_ends = time.monotonic() + self.drain_s
+        elif not self.should_exit:
+            self._drain_ends = time.monotonic()  # a second signal cuts the drain window short
+        elif sig == signal.SIGINT:
+            self.force_exit = True
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_ends is not None:
+            remaining = self._drain_ends - time.monotonic()
+            if not self._announced:
+                self._announced = True
+                log.warning(
+                    "stop signal received: not ready; serving for %.1f s more, then closing "
+                    "connections (a second signal shortens the wait)",
+                    max(remaining, 0.0),
+                )
+            if remaining <= 0:
+                self.should_exit = True
+        return await super().on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        _state.draining = True  # also when uvicorn stops for a reason of its own
+        for server in self.servers:  # new connections are refused from now on
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        # Default headers are one list object shared by every request cycle created since
+        # uvicorn last refreshed them (once a second), started responses excepted: appending
+        # to it puts `Connection: close` on every response not yet begun.
+        self.server_state.default_headers.append(_CONNECTION_CLOSE)
+        for connection in list(self.server_state.connections):
+            if _busy(connection):
+                connection.shutdown()  # a cycle older than the list: close after its response
+        await self._close_connections()
+        # uvicorn's own shutdown does the rest: waits for tasks, then the lifespan shutdown.
+        await super().shutdown(sockets)
+
+    async def _close_connections(self) -> None:
+        """Let each connection finish; close the idle ones; give up after the shutdown grace."""
+        limit = self.config.timeout_graceful_shutdown
+        give_up = time.monotonic() + (limit if limit is not None else float("inf"))
+        idle_since: dict[Any, float] = {}
+        connections = self.server_state.connections
+        if connections:
+            log.info("closing %d connection(s)", len(connections))
+        while connections and not self.force_exit and time.monotonic() < give_up:
+            now = time.monotonic()
+            for connection in list(connections):
+                if _busy(connection):
+                    idle_since.pop(connection, None)
+                elif now - idle_since.setdefault(connection, now) >= IDLE_CLOSE_S:
+                    connection.shutdown()  # idle: uvicorn closes the transport
+            await asyncio.sleep(_CLOSE_POLL_S)
+
+
+def run(config: uvicorn.Config, drain_s: float) -> None:
+    """Serve `config` (one worker process) until a stop signal, then drain and exit."""
+    if config.workers != 1:
+        raise ValueError("draining runs one worker process; uvicorn's supervisor runs several")
+    _state.draining = False
+    server = DrainingServer(config, drain_s)
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)

@@ -1,0 +1,275 @@
+"""Per-request out-of-distribution score: numpy on tensors the request already has.
+
+A detector is a weighted sum of standardised components, each computed from the model's input
+tensors (as sent to Triton) and its logits, so scoring needs no extra model call:
+
+- `energy`: -logsumexp(logits) (Liu et al., 2020); high when no class fits.
+- `pixel_distance` (image models): Mahalanobis distance, in the top principal components of the
+  training inputs, from the input to the training mean of the class the model predicts.
+- `token_bigram` (text models): minus the best per-language mean log-likelihood of the input's
+  token bigrams under bigram models of each training language (interpolated with unigrams).
+- `sequence_stats` (sequence models): Mahalanobis distance of per-channel mean, spread and mean
+  absolute frame-to-frame change, plus log length, from the training sequences' distribution.
+
+Each component is standardised with its mean and standard deviation on the training data; the
+score is their weighted sum and the flag is `score > threshold`, the threshold calibrated on
+held-out in-distribution data (training/ood.py fits and calibrates; docs/out-of-distribution.md
+says why).
+The detector lives in `<model>/<version>/ood.json` (method, weights, threshold, figures) with
+its arrays in `ood.npz` beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from service.model_contract import OOD_ARRAYS_FILE, OOD_FILE
+
+SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
+
+
+def energy(logits: np.ndarray) -> np.ndarray:
+    """-logsumexp over classes, per row (float64)."""
+    rows = logits.reshape(len(logits), -1).astype(np.float64)
+    top = rows.max(axis=1)
+    return -(top + np.log(np.exp(rows - top[:, None]).sum(axis=1)))
+
+
+def mahalanobis(delta: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Squared Mahalanobis distance of each row of `delta` under `precision`."""
+    # (not einsum: its generic loop costs tens of microseconds more on a single row)
+    return ((delta @ precision) * delta).sum(axis=1)
+
+
+def sequence_features(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """[N, T, C] normalised frames and [N, T] mask -> [N, 3C + 1] summary features.
+
+    Per channel: mean, standard deviation and mean absolute change between consecutive real
+    frames; then log(length). Padding (mask 0) is ignored.
+    """
+    m = mask.astype(np.float64)
+    x = values.astype(np.float64) * m[..., None]
+    n = np.maximum(m.sum(axis=1), 1.0)
+    mean = x.sum(axis=1) / n[:, None]
+    var = (((values - mean[:, None]) ** 2) * m[..., None]).sum(axis=1) / n[:, None]
+    both = (m[:, 1:] * m[:, :-1])[..., None]
+    change = (np.abs(np.diff(values, axis=1)) * both).sum(axis=1) / np.maximum(n - 1, 1)[:, None]
+    return np.concatenate([mean, np.sqrt(var), change, np.log(n)[:, None]], axis=1)
+
+
+def bigram_keys(ids: np.ndarray, start_id: int, vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    """(previous token, token) pairs of padded [N, T] ids as flat keys prev * vocab + id; the
+    first token's previous one is `start_id`. Ids are clipped into the vocabulary."""
+    current = np.clip(ids, 0, vocab - 1)
+    previous = np.empty_like(current)
+    previous[:, 0] = start_id
+    previous[:, 1:] = current[:, :-1]
+    return previous * vocab + current, current
+
+
+@dataclass(frozen=True)
+class Component:
+    """One standardised term of the score."""
+
+    name: str
+    weight: float
+    mean: float
+    std: float
+
+
+class OodDetector:
+    """Scores rows of one model version; built from its ood.json and ood.npz."""
+
+    def __init__(self, record: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> None:
+        if record.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"ood.json schema_version must be {SCHEMA_VERSION}")
+        self.record = dict(record)
+        self.threshold = float(record["threshold"])
+        # The share of in-distribution requests flagged at the threshold (held-out, measured):
+        # what the OOD-rate alert compares live traffic against.
+        self.expected_rate = float(record["expected_rate"])
+        self.inputs: dict[str, str] = dict(record["inputs"])
+        self.components = [Component(**c) for c in record["components"]]
+        self._terms: list[tuple[Component, Callable[[Mapping[str, np.ndarray], np.ndarray], Any]]]
+        self._terms = [(c, self._term(c.name, arrays, record)) for c in self.components]
+
+    @classmethod
+    def load(cls, version_dir: Path) -> OodDetector | None:
+        """The detector of a version directory; None when it has none."""
+        path = version_dir / OOD_FILE
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text(encoding="utf-8"))
+        with np.load(version_dir / OOD_ARRAYS_FILE) as stored:
+            arrays = {k: stored[k] for k in stored.files}
+        return cls(record, arrays)
+
+    def _term(
+        self, name: str, arrays: Mapping[str, np.ndarray], record: Mapping[str, Any]
+    ) -> Callable[[Mapping[str, np.ndarray], np.ndarray], Any]:
+        inputs = self.inputs
+        if name == "energy":
+            return lambda _tensors, logits: energy(logits)
+        if name == "pixel_distance":
+            mean = arrays["pixel_mean"].astype(np.float64)
+            components = arrays["pixel_components"].astype(np.float64)  # [k, pixels]
+            class_means = arrays["pixel_class_means"].astype(np.float64)  # [classes, k]
+            precision = arrays["pixel_precision"].astype(np.float64)
+            image = inputs["image"]
+
+            def pixel_distance(tensors: Mapping[str, np.ndarray], logits: np.ndarray) -> Any:
+                x = tensors[image].reshape(len(logits), -1)
+                projected = (x - mean) @ components.T
+                predicted = logits.reshape(len(logits), -1).argmax(axis=1)
+                return mahalanobis(projected - class_means[predicted], precision)
+
+            return pixel_distance
+        if name == "token_bigram":
+            # [languages, vocab * vocab] log p(token | previous token, language), float32.
+            table = arrays["bigram_log_probability"]
+            vocab = int(record["vocab_size"])
+            start = int(record["start_id"])
+            ids_name, mask_name = inputs["input_ids"], inputs["attention_mask"]
+
+            def token_bigram(tensors: Mapping[str, np.ndarray], _logits: np.ndarray) -> Any:
+                keys, _ = bigram_keys(tensors[ids_name], start, vocab)
+                mask = tensors[mask_name].astype(np.float64)
+                per_language = (table[:, keys] * mask[None]).sum(axis=2) / np.maximum(
+                    mask.sum(axis=1), 1.0
+                )
+                return -per_language.max(axis=0)
+
+            return token_bigram
+        if name == "sequence_stats":
+            center = arrays["sequence_mean"].astype(np.float64)
+            precision = arrays["sequence_precision"].astype(np.float64)
+            values_name, mask_name = inputs["sequence"], inputs["mask"]
+
+            def sequence_stats(tensors: Mapping[str, np.ndarray], _logits: np.ndarray) -> Any:
+                features = sequence_features(tensors[values_name], tensors[mask_name])
+                return mahalanobis(features - center, precision)
+
+            return sequence_stats
+        raise ValueError(f"unknown OOD component {name!r}")
+
+    def component_scores(
+        self, tensors: Mapping[str, np.ndarray], logits: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Each component's raw (unstandardised) value per row."""
+        return {c.name: np.asarray(term(tensors, logits)) for c, term in self._terms}
+
+    def score(self, tensors: Mapping[str, np.ndarray], logits: np.ndarray) -> np.ndarray:
+        """The OOD score per row ([N] float64): higher is further from the training data."""
+        total = np.zeros(len(logits), dtype=np.float64)
+        for component, term in self._terms:
+            total += component.weight * (term(tensors, logits) - component.mean) / component.std
+        return total
+
+    def flags(self, scores: np.ndarray) -> np.ndarray:
+        """True where a score is above the calibrated threshold."""
+        return scores > self.threshold
+
+
+# --- serving: one model version's detector wired to its metrics --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OodResult:
+    """Scores and flags of one request's rows, in order."""
+
+    scores: np.ndarray
+    flags: np.ndarray
+
+    def fields(self, row: int) -> dict[str, Any]:
+        """The REST answer's fields for one row."""
+        return {"ood_score": round(float(self.scores[row]), 4), "ood": bool(self.flags[row])}
+
+
+class OodMetrics:
+    """Counters of scored and flagged rows per model and version, and each version's calibrated
+    flag rate (what the OOD-rate alert compares the live rate with)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.scored = Counter(
+            "modelgate_ood_scored",
+            "Inputs (rows) given an out-of-distribution score.",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.flagged = Counter(
+            "modelgate_ood_flagged",
+            "Inputs (rows) whose out-of-distribution score was above the calibrated threshold.",
+            ["model", "version"],
+            registry=registry,
+        )
+        self.expected_rate = Gauge(
+            "modelgate_ood_expected_flag_rate",
+            "Share of held-out in-distribution inputs flagged at the threshold (calibration).",
+            ["model", "version"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.threshold = Gauge(
+            "modelgate_ood_threshold",
+            "The detector's calibrated threshold on the OOD score.",
+            ["model", "version"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+
+
+def one_blas_thread() -> None:
+    """Limit numpy's BLAS to one thread in this process (the gateway).
+
+    The score's products are tiny (one row by a few hundred columns), and a multithreaded
+    OpenBLAS keeps its extra threads spinning after every call: measured with
+    `benchmarks/ood_cost.py`'s payloads, 457 us of CPU per digits score instead of 91 us, taken
+    from the event loop and ONNX Runtime. The gateway has no large products to parallelise.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
+class ModelOod:
+    """Scores a model version's rows and counts them; never fails a request."""
+
+    __slots__ = ("_detector", "_flagged", "_scored", "model", "version")
+
+    def __init__(
+        self, detector: OodDetector, metrics: OodMetrics, model: str, version: str
+    ) -> None:
+        one_blas_thread()
+        self._detector = detector
+        self.model, self.version = model, version
+        self._scored = metrics.scored.labels(model=model, version=version)
+        self._flagged = metrics.flagged.labels(model=model, version=version)
+        metrics.expected_rate.labels(model=model, version=version).set(detector.expected_rate)
+        metrics.threshold.labels(model=model, version=version).set(detector.threshold)
+
+    @property
+    def detector(self) -> OodDetector:
+        return self._detector
+
+    def __call__(self, tensors: Mapping[str, np.ndarray], logits: np.ndarray) -> OodResult | None:
+        try:
+            rows = logits.reshape(len(logits), -1)
+            scores = self._detector.score(tensors, rows)
+        except Exception:  # a monitoring fault must not fail the prediction it watches
+            log.warning("OOD scoring failed for %s/%s", self.model, self.version, exc_info=True)
+            return None
+        flags = scores > self._detector.threshold
+        self._scored.inc(len(scores))
+        flagged = int(flags.sum())
+        if flagged:
+            self._flagged.inc(flagged)
+        return OodResult(scores, flags)

@@ -1,0 +1,142 @@
+"""The out-of-distribution score's pieces, on small arrays whose answers are known."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+
+from service.model_contract import OOD_ARRAYS_FILE, OOD_FILE
+from service.monitoring.ood import (
+    SCHEMA_VERSION,
+    ModelOod,
+    OodDetector,
+    OodMetrics,
+    bigram_keys,
+    energy,
+    mahalanobis,
+    sequence_features,
+)
+
+
+def test_energy_is_minus_logsumexp_and_higher_when_no_class_fits() -> None:
+    logits = np.array([[10.0, 0.0, 0.0], [0.1, 0.0, -0.1], [1000.0, 999.0, 0.0]], np.float32)
+    expected = -np.log(np.exp(logits[:2].astype(np.float64)).sum(axis=1))
+    np.testing.assert_allclose(energy(logits)[:2], expected, rtol=1e-12)
+    assert energy(logits)[1] > energy(logits)[0]  # flat logits: higher energy
+    assert np.isfinite(energy(logits)[2])  # no overflow on large logits
+
+
+def test_mahalanobis_under_a_diagonal_precision() -> None:
+    delta = np.array([[1.0, 2.0], [0.0, -3.0]])
+    precision = np.diag([4.0, 0.25])
+    np.testing.assert_allclose(mahalanobis(delta, precision), [4.0 + 1.0, 2.25])
+
+
+def test_sequence_features_ignore_padding() -> None:
+    rng = np.random.default_rng(0)
+    frames = rng.standard_normal((5, 3))
+    padded = np.zeros((1, 9, 3))
+    padded[0, :5] = frames
+    mask = np.zeros((1, 9))
+    mask[0, :5] = 1
+    got = sequence_features(padded, mask)[0]
+    expected = np.concatenate(
+        [
+            frames.mean(axis=0),
+            frames.std(axis=0),
+            np.abs(np.diff(frames, axis=0)).mean(axis=0),
+            [np.log(5)],
+        ]
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    # a one-frame sequence has no change and no spread, and an empty mask does not divide by 0
+    one = sequence_features(padded[:, :1], mask[:, :1])[0]
+    assert one[3:9].tolist() == [0.0] * 6
+    assert np.isfinite(sequence_features(padded, np.zeros((1, 9)))).all()
+
+
+def test_bigram_keys_start_with_the_start_token_and_clip_ids() -> None:
+    ids = np.array([[5, 7, 0], [9, 99, 0]])
+    keys, current = bigram_keys(ids, start_id=1, vocab=10)
+    assert keys.tolist() == [[1 * 10 + 5, 5 * 10 + 7, 7 * 10 + 0], [19, 99, 90]]
+    assert current.tolist() == [[5, 7, 0], [9, 9, 0]]
+
+
+def _sequence_detector(threshold: float = 3.0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    features = 3 * 2 + 1
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "sequence",
+        "inputs": {"sequence": "SEQUENCE", "mask": "MASK"},
+        "components": [{"name": "sequence_stats", "weight": 2.0, "mean": 1.0, "std": 4.0}],
+        "threshold": threshold,
+        "expected_rate": 0.03,
+    }
+    arrays = {
+        "sequence_mean": np.zeros(features, np.float32),
+        "sequence_precision": np.eye(features, dtype=np.float32),
+    }
+    return record, arrays
+
+
+def test_score_is_the_weighted_standardised_sum_and_flags_above_the_threshold() -> None:
+    record, arrays = _sequence_detector()
+    detector = OodDetector(record, arrays)
+    values = np.zeros((2, 4, 2), np.float32)
+    values[1] = 3.0  # mean 3 per channel: squared distance 9 + 9, plus log(4)^2
+    mask = np.ones((2, 4), np.float32)
+    tensors = {"SEQUENCE": values, "MASK": mask}
+    raw = np.array([np.log(4) ** 2, 18 + np.log(4) ** 2])
+    scores = detector.score(tensors, np.zeros((2, 9)))
+    np.testing.assert_allclose(scores, 2.0 * (raw - 1.0) / 4.0)
+    assert detector.flags(scores).tolist() == [False, True]
+
+
+def test_load_reads_the_version_directory(tmp_path: Path) -> None:
+    assert OodDetector.load(tmp_path) is None  # a version without a detector is not scored
+    record, arrays = _sequence_detector()
+    (tmp_path / OOD_FILE).write_text(json.dumps(record))
+    np.savez_compressed(tmp_path / OOD_ARRAYS_FILE, **arrays)
+    detector = OodDetector.load(tmp_path)
+    assert detector is not None and detector.threshold == 3.0 and detector.expected_rate == 0.03
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"schema_version": 99}, "schema_version"),
+        ({"components": [{"name": "telepathy", "weight": 1, "mean": 0, "std": 1}]}, "telepathy"),
+    ],
+)
+def test_a_broken_detector_file_is_refused(change: dict[str, Any], message: str) -> None:
+    record, arrays = _sequence_detector()
+    record.update(change)
+    with pytest.raises(ValueError, match=message):
+        OodDetector(record, arrays)
+
+
+def _sample(registry: CollectorRegistry, name: str) -> float | None:
+    return registry.get_sample_value(name, {"model": "m", "version": "2"})
+
+
+def test_model_ood_counts_rows_and_never_fails_a_request() -> None:
+    registry = CollectorRegistry()
+    record, arrays = _sequence_detector()
+    scorer = ModelOod(OodDetector(record, arrays), OodMetrics(registry), "m", "2")
+    assert _sample(registry, "modelgate_ood_expected_flag_rate") == 0.03
+    assert _sample(registry, "modelgate_ood_threshold") == 3.0
+    values = np.zeros((3, 4, 2), np.float32)
+    values[2] = 3.0
+    result = scorer({"SEQUENCE": values, "MASK": np.ones((3, 4), np.float32)}, np.zeros((3, 9)))
+    assert result is not None and result.flags.tolist() == [False, False, True]
+    assert result.fields(2) == {"ood_score": pytest.approx(result.scores[2], abs=1e-4), "ood": True}
+    assert _sample(registry, "modelgate_ood_scored_total") == 3
+    assert _sample(registry, "modelgate_ood_flagged_total") == 1
+    # tensors that do not fit the detector: no score, no count, no exception
+    assert scorer({"OTHER": values}, np.zeros((3, 9))) is None
+    assert _sample(registry, "modelgate_ood_scored_total") == 3
