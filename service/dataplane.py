@@ -323,6 +323,10 @@ class DataPlane:
     async def drain(self, models: Sequence[_Model]) -> None:
         """Let the retired runtimes answer what they queued, then stop their batchers."""
         await asyncio.gather(*(m.batcher.close(self.settings.shutdown_grace_s) for m in models))
+        if self.drift is not None:
+            for model in models:
+                if model.drift is not None:
+                    self.drift.forget(model.drift)
 
     async def _rerouted(
         self, model: _Model, pinned: str | None, error: ModelGateError, scope: RequestScope

@@ -164,6 +164,20 @@ class DriftMonitor:
                 self.psi.labels(spec.name, spec.version, name).set(math.nan)
         return window
 
+    def forget(self, window: DriftWindow) -> None:
+        """Stop publishing a retired version's window (its last PSI would otherwise stay
+        exported, and an alert on it firing, forever). A window since replaced by a newer
+        runtime of the same version is left alone."""
+        key = (window.model, window.version)
+        if self.windows.get(key) is not window:
+            return
+        del self.windows[key]
+        with contextlib.suppress(KeyError):
+            self.window_fill.remove(*key)
+        for name in window.profile.names:
+            with contextlib.suppress(KeyError):
+                self.psi.remove(*key, name)
+
     def refresh(self) -> None:
         """Recompute every window's distances into the gauges."""
         for (model, version), window in self.windows.items():

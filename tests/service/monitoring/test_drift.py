@@ -208,3 +208,20 @@ def test_features_that_fail_leave_the_request_out_instead_of_failing_it(
     assert window.items == 0
     window.add([good], np.zeros((1, 9), np.float32))
     assert window.items == 1
+
+
+def test_a_retired_window_stops_being_published_unless_replaced(model_repository: Path) -> None:
+    registry = CollectorRegistry()
+    monitor = DriftMonitor(registry, window_items=50, min_items=1, refresh_s=1.0)
+    spec = load_model(model_repository / "vowels_gru")
+    old = monitor.window_for(spec)
+    new = monitor.window_for(spec)  # the same version re-read: a new runtime, a new window
+    assert old is not None and new is not None
+    labels = {"model": "vowels_gru", "version": spec.version}
+    monitor.forget(old)  # the old runtime drains after the new one took over: nothing changes
+    assert registry.get_sample_value("modelgate_drift_window_items", labels) == 0
+    monitor.forget(new)  # the version leaves: its series go
+    monitor.refresh()
+    assert registry.get_sample_value("modelgate_drift_window_items", labels) is None
+    assert registry.get_sample_value("modelgate_drift_psi", {**labels, "feature": "mean_0"}) is None
+    assert monitor.windows == {}
