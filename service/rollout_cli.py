@@ -9,14 +9,15 @@ the command also waits until that gateway's `/metrics` reports the new weights i
 from __future__ import annotations
 
 import os
-import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from prometheus_client.parser import text_string_to_metric_families
 
 from service import rollout
 from service.routing import RoutingPolicy
@@ -42,11 +43,6 @@ WaitOption = Annotated[
 ]
 ModelArgument = Annotated[str, typer.Argument(help="Model name (its directory in the repository).")]
 DEFAULT_REPOSITORY = Path("model_repository")
-_ROUTING_LINE = re.compile(
-    r'^modelgate_routing_(?P<what>weight|shadow)\{model="(?P<model>[^"]+)",'
-    r'version="(?P<version>[^"]+)"\}\s+(?P<value>\S+)$',
-    re.MULTILINE,
-)
 
 
 def gateway_routing(url: str, model: str) -> tuple[dict[str, float], str | None]:
@@ -60,13 +56,16 @@ def gateway_routing(url: str, model: str) -> tuple[dict[str, float], str | None]
         text = response.read().decode()
     weights: dict[str, float] = {}
     shadow = None
-    for match in _ROUTING_LINE.finditer(text):
-        if match["model"] != model:
+    for family in text_string_to_metric_families(text):
+        if family.name not in ("modelgate_routing_weight", "modelgate_routing_shadow"):
             continue
-        if match["what"] == "weight":
-            weights[match["version"]] = float(match["value"])
-        elif float(match["value"]) == 1:
-            shadow = match["version"]
+        for sample in family.samples:
+            if sample.labels.get("model") != model:
+                continue
+            if family.name == "modelgate_routing_weight":
+                weights[sample.labels["version"]] = sample.value
+            elif sample.value == 1:
+                shadow = sample.labels["version"]
     return weights, shadow
 
 
@@ -96,11 +95,19 @@ def wait_until_applied(url: str, policy: RoutingPolicy, timeout_s: float) -> flo
         time.sleep(0.2)
 
 
-def _finish(policy: RoutingPolicy, what: str, gateway: str | None, wait_s: float) -> None:
-    typer.echo(f"{what}: {policy.model} routes {rollout.describe_policy(policy)}")
-    if gateway is not None:
-        took = wait_until_applied(gateway, policy, wait_s)
-        typer.echo(f"in force at {gateway} after {took:.1f} s")
+def _apply(
+    step: Callable[[], RoutingPolicy], what: str, gateway: str | None, wait_s: float
+) -> None:
+    """Run one rollout step (it writes routing.json), report it, and with `gateway` wait until
+    that gateway has it in force; a refused step exits 1 with the reason."""
+    try:
+        policy = step()
+        typer.echo(f"{what}: {policy.model} routes {rollout.describe_policy(policy)}")
+        if gateway is not None:
+            took = wait_until_applied(gateway, policy, wait_s)
+            typer.echo(f"in force at {gateway} after {took:.1f} s")
+    except rollout.RolloutError as exc:
+        raise _fail(exc) from None
 
 
 def _fail(exc: rollout.RolloutError) -> typer.Exit:
@@ -142,10 +149,7 @@ def hold(
     wait_s: WaitOption = 15.0,
 ) -> None:
     """Keep all unpinned traffic on the current version (run before adding a new one)."""
-    try:
-        _finish(rollout.hold(repository, model, version), "held", gateway, wait_s)
-    except rollout.RolloutError as exc:
-        raise _fail(exc) from None
+    _apply(lambda: rollout.hold(repository, model, version), "held", gateway, wait_s)
 
 
 @app.command()
@@ -158,10 +162,7 @@ def canary(
     wait_s: WaitOption = 15.0,
 ) -> None:
     """Send PERCENT % of unpinned traffic to VERSION (sticky per x-modelgate-client)."""
-    try:
-        _finish(rollout.canary(repository, model, version, percent), "canary", gateway, wait_s)
-    except rollout.RolloutError as exc:
-        raise _fail(exc) from None
+    _apply(lambda: rollout.canary(repository, model, version, percent), "canary", gateway, wait_s)
 
 
 @app.command()
@@ -179,11 +180,8 @@ def shadow(
     if (version is None) == (not off):
         typer.echo("error: give --version V or --off", err=True)
         raise typer.Exit(2)
-    try:
-        policy = rollout.set_shadow(repository, model, None if off else version)
-        _finish(policy, "shadow", gateway, wait_s)
-    except rollout.RolloutError as exc:
-        raise _fail(exc) from None
+    target = None if off else version
+    _apply(lambda: rollout.set_shadow(repository, model, target), "shadow", gateway, wait_s)
 
 
 @app.command()
@@ -200,10 +198,7 @@ def promote(
     wait_s: WaitOption = 15.0,
 ) -> None:
     """The candidate takes 100 % of unpinned traffic; the one it replaces is kept for rollback."""
-    try:
-        _finish(rollout.promote(repository, model, version), "promoted", gateway, wait_s)
-    except rollout.RolloutError as exc:
-        raise _fail(exc) from None
+    _apply(lambda: rollout.promote(repository, model, version), "promoted", gateway, wait_s)
 
 
 @app.command()
@@ -214,7 +209,4 @@ def rollback(
     wait_s: WaitOption = 15.0,
 ) -> None:
     """Back to the previous version (after a promote), or end a canary/shadow."""
-    try:
-        _finish(rollout.rollback(repository, model), "rolled back", gateway, wait_s)
-    except rollout.RolloutError as exc:
-        raise _fail(exc) from None
+    _apply(lambda: rollout.rollback(repository, model), "rolled back", gateway, wait_s)
