@@ -10,10 +10,13 @@ STAMP  := $(VENV)/.installed
 
 setup: $(STAMP)
 
+# The Open Voice OS skills pinned in constraints.txt go in without their dependencies (which
+# do not resolve with ours): language-id training only reads their locale files.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[train,triton,loadtest,dev]'
+	$(BIN)/pip install -q --no-deps $$(grep -E '^ovos-skill-[a-z0-9-]+==' constraints.txt)
 	touch $(STAMP)
 
 up: setup

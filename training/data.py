@@ -110,7 +110,8 @@ class TextSplit:
     "langid texts",
     "wordfreq",
     "training.langid_corpus: frequency-weighted wordfreq phrases plus cuts of Django/humanize "
-    "catalogs, CLDR (Babel, unicode-rbnf) and Faker texts, balanced per language, real-text "
+    "catalogs, CLDR (Babel, unicode-rbnf), Faker and Open Voice OS skill texts, balanced per "
+    "language, real-text "
     f"items split 80/20 by CRC32, seed {SEED}",
 )
 def load_langid_split() -> tuple[TextSplit, TextSplit]:

@@ -7,8 +7,10 @@ Two kinds of source, balanced per language:
   in everyday text: "la", "de", "est", "und");
 - real short texts: Django's and humanize's gettext catalogs (translated interface
   strings), Unicode CLDR data through Babel and unicode-rbnf (country, language, month and
-  day names, dates, units, numbers written out) and
-  Faker's word lists (lorem words, job titles, colour names). Longer items are cut into
+  day names, dates, units, numbers written out),
+  Faker's word lists (lorem words, job titles, colour names) and the locale files of
+  Open Voice OS skills (what people say to a voice assistant and what it answers:
+  `.intent` and `.dialog` templates, `.voc` keyword lists). Longer items are cut into
   random windows of 1-4 words; a smaller share keeps up to `LONG_CUT_WORDS` words so the
   model also sees sentence-length inputs.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import gettext
+import importlib.metadata
 import re
 import zlib
 from collections.abc import Callable, Iterable
@@ -43,6 +46,9 @@ MAX_WORDS = 4
 LONG_CUT_WORDS = 12
 LONG_CUT_SHARE = 0.3
 TEST_FRACTION = 0.2
+# Share of each real-text source in the real-text half, relative to the others (1 if not
+# named).
+SOURCE_WEIGHTS: dict[str, float] = {}
 
 # Locale folder names per language in gettext catalogs and Faker.
 _CATALOG_LOCALES = {
@@ -215,6 +221,156 @@ def _faker() -> dict[str, list[str]]:
     return items
 
 
+# Open Voice OS skills whose locale files are read (never imported: they are installed
+# without their dependencies, see the Makefile), with the licence each declares. Only
+# permissively licensed skills; GPL skills are left out. Versions are pinned in
+# constraints.txt.
+OVOS_SKILLS: dict[str, str] = {
+    "ovos-skill-alerts": "BSD-3-Clause",
+    "ovos-skill-application-launcher": "Apache-2.0",
+    "ovos-skill-audio-recording": "Apache-2.0",
+    "ovos-skill-boot-finished": "Apache-2.0",
+    "ovos-skill-camera": "Apache-2.0",
+    "ovos-skill-cmd": "Apache-2.0",
+    "ovos-skill-color-picker": "Apache-2.0",
+    "ovos-skill-confucius-quotes": "Apache-2.0",
+    "ovos-skill-date-time": "Apache-2.0",
+    "ovos-skill-ddg": "Apache-2.0",
+    "ovos-skill-diagnostics": "Apache-2.0",
+    "ovos-skill-dictation": "Apache-2.0",
+    "ovos-skill-doublecheck": "Apache-2.0",
+    "ovos-skill-fallback-unknown": "Apache-2.0",
+    "ovos-skill-ggwave": "Apache-2.0",
+    "ovos-skill-hello-world": "Apache-2.0",
+    "ovos-skill-icanhazdadjokes": "Apache-2.0",
+    "ovos-skill-ip": "Apache-2.0",
+    "ovos-skill-iss-location": "Apache-2.0",
+    "ovos-skill-local-media": "Apache-2.0",
+    "ovos-skill-mark1-ctrl": "Apache-2.0",
+    "ovos-skill-moviemaster": "Apache-2.0",
+    "ovos-skill-naptime": "Apache-2.0",
+    "ovos-skill-news": "Apache-2.0",
+    "ovos-skill-number-facts": "Apache-2.0",
+    "ovos-skill-parrot": "Apache-2.0",
+    "ovos-skill-personal": "Apache-2.0",
+    "ovos-skill-pyradios": "Apache-2.0",
+    "ovos-skill-randomness": "MIT",
+    "ovos-skill-screenshot": "Apache-2.0",
+    "ovos-skill-speedtest": "Apache-2.0",
+    "ovos-skill-spotify": "Apache-2.0",
+    "ovos-skill-tunein": "Apache-2.0",
+    "ovos-skill-volume": "Apache-2.0",
+    "ovos-skill-weather": "Apache-2.0",
+    "ovos-skill-wikihow": "Apache-2.0",
+    "ovos-skill-wikipedia": "Apache-2.0",
+    "ovos-skill-wolfie": "Apache-2.0",
+    "ovos-skill-word-of-the-day": "Apache-2.0",
+    "ovos-skill-wordnet": "Apache-2.0",
+    "ovos-skill-youtube-music": "Apache-2.0",
+}
+# Locale folders read per language (lower-cased). Anything else is skipped, notably
+# `sv-fi`, which holds Finnish.
+_OVOS_LOCALES = {
+    "en": ("en", "en-us", "en-gb"),
+    "de": ("de", "de-de"),
+    "fr": ("fr", "fr-fr"),
+    "es": ("es", "es-es"),
+    "it": ("it", "it-it"),
+    "nl": ("nl", "nl-nl"),
+    "pt": ("pt", "pt-pt", "pt-br"),
+    "sv": ("sv", "sv-se"),
+}
+_OVOS_SUFFIXES = (".intent", ".dialog", ".voc")
+# Renderings drawn per template line, and template lines kept per skill and language
+# (a few skills ship thousands of lines in one language and would crowd out the rest).
+OVOS_RENDERINGS = 3
+OVOS_LINES_PER_SKILL = 600
+_TEMPLATE_TOKEN = re.compile(r"[()\[\]|]|[^()\[\]|]+")
+
+
+def _render(template: str, rng: np.random.Generator) -> str:
+    """One random rendering of a template: `(a|b)` picks one, `[a]` is kept half the time."""
+    tokens = _TEMPLATE_TOKEN.findall(template)
+    at = 0
+
+    def alternatives(closing: str) -> list[str]:
+        nonlocal at
+        options, current = [], ""
+        while at < len(tokens):
+            token = tokens[at]
+            at += 1
+            if token == closing:
+                break
+            if token == "|":
+                options.append(current)
+                current = ""
+            elif token in "([":
+                inner = alternatives(")" if token == "(" else "]")
+                choice = inner[int(rng.integers(0, len(inner)))]
+                current += choice if token == "(" or rng.random() < 0.5 else ""
+            else:
+                current += token
+        return [*options, current]
+
+    options = alternatives("")
+    return " ".join(options[int(rng.integers(0, len(options)))].split())
+
+
+def _ovos_lines(dist: importlib.metadata.Distribution) -> dict[str, list[str]]:
+    """The template lines of one skill's locale files, per language."""
+    lines: dict[str, list[str]] = {lang: [] for lang in LANGUAGES}
+    folder_language = {f: lang for lang, folders in _OVOS_LOCALES.items() for f in folders}
+    for file in sorted(dist.files or [], key=str):
+        parts = file.parts
+        if "locale" not in parts or file.suffix not in _OVOS_SUFFIXES:
+            continue
+        lang = folder_language.get(parts[parts.index("locale") + 1].lower())
+        if lang is None:
+            continue
+        text = Path(str(dist.locate_file(file))).read_text(encoding="utf-8", errors="replace")
+        lines[lang] += [line.strip() for line in text.splitlines()]
+    return {
+        lang: [s for s in found if s and not s.startswith("#")] for lang, found in lines.items()
+    }
+
+
+def _ovos() -> dict[str, list[str]]:
+    """Open Voice OS skills' locale files: each item is one template line's renderings.
+
+    The renderings of one line are kept together (joined by newlines) so the train and
+    held-out split, which hashes the item, never separates them. A line in another
+    language that the skill also ships in English is left out (an untranslated copy).
+    """
+    rng = np.random.default_rng(SEED)
+    items: dict[str, list[str]] = {lang: [] for lang in LANGUAGES}
+    for name in OVOS_SKILLS:
+        lines = _ovos_lines(importlib.metadata.distribution(name))
+        english = {clean(_render(line, rng)).lower() for line in lines["en"]}
+        for lang, found in lines.items():
+            rendered = []
+            for line in sorted(set(found)):
+                texts = {clean(_render(line, rng)) for _ in range(OVOS_RENDERINGS)}
+                texts = {t for t in texts if t and (lang == "en" or t.lower() not in english)}
+                if texts:
+                    rendered.append("\n".join(sorted(texts)))
+            if len(rendered) > OVOS_LINES_PER_SKILL:
+                keep = rng.choice(len(rendered), size=OVOS_LINES_PER_SKILL, replace=False)
+                rendered = [rendered[i] for i in sorted(keep)]
+            items[lang] += rendered
+    return items
+
+
+def _ovos_licences() -> str:
+    """'Apache-2.0 (39 skills), BSD-3-Clause (ovos-skill-alerts), ...' for the model card."""
+    by_licence: dict[str, list[str]] = {}
+    for name, licence in OVOS_SKILLS.items():
+        by_licence.setdefault(licence, []).append(name)
+    return ", ".join(
+        f"{licence} ({len(names)} skills)" if len(names) > 3 else f"{licence} ({', '.join(names)})"
+        for licence, names in sorted(by_licence.items())
+    )
+
+
 SOURCES: tuple[Source, ...] = (
     Source("django", "Django", "BSD-3-Clause", _django),
     Source("humanize", "humanize", "MIT", _humanize),
@@ -225,6 +381,7 @@ SOURCES: tuple[Source, ...] = (
         _cldr,
     ),
     Source("faker", "Faker", "MIT", _faker),
+    Source("ovos", "Open Voice OS skills", _ovos_licences(), _ovos),
 )
 WORDFREQ_LICENCE = "Apache-2.0 (word lists: CC-BY-SA 4.0)"
 
@@ -237,7 +394,13 @@ def word_count(text: str) -> int:
 
 
 def _cut(item: str, rng: np.random.Generator) -> str:
-    """A random window of 1-4 words (sometimes up to LONG_CUT_WORDS) of one item."""
+    """A random window of 1-4 words (sometimes up to LONG_CUT_WORDS) of one item.
+
+    An item of several lines (the renderings of one template) gives a cut of one line.
+    """
+    if "\n" in item:
+        lines = item.split("\n")
+        item = lines[int(rng.integers(0, len(lines)))]
     words = item.split()
     longest = LONG_CUT_WORDS if rng.random() < LONG_CUT_SHARE else MAX_WORDS
     n = int(rng.integers(1, min(longest, len(words)) + 1))
@@ -304,8 +467,9 @@ def build_corpus() -> Corpus:
                 for name, by_lang in loaded.items()
             ]
             sources = [(name, items) for name, items in sources if items]
-            shares = np.full(len(sources), (total - n_wordfreq) // len(sources))
-            shares[: (total - n_wordfreq) % len(sources)] += 1
+            weights = np.asarray([SOURCE_WEIGHTS.get(name, 1.0) for name, _ in sources])
+            shares = np.floor((total - n_wordfreq) * weights / weights.sum()).astype(int)
+            shares[: (total - n_wordfreq) - int(shares.sum())] += 1
             for (name, items), share in zip(sources, shares, strict=True):
                 out += [Example(t, lang, name) for t in _from_items(items, int(share), rng)]
             phrases = _wordfreq_phrases(lang, n_wordfreq, rng)

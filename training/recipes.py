@@ -253,6 +253,8 @@ def prepare_langid() -> Prepared:
     from training.langid_corpus import (
         LONG_CUT_SHARE,
         LONG_CUT_WORDS,
+        OVOS_SKILLS,
+        SOURCE_WEIGHTS,
         SOURCES,
         TEST_PER_LANGUAGE,
         TRAIN_PER_LANGUAGE,
@@ -288,6 +290,8 @@ def prepare_langid() -> Prepared:
 
     sources = ", ".join(f"{package} ({licence})" for package, licence in licences())
     real_text = "; ".join(f"`{s.package}`" for s in SOURCES)
+    weights = {s.package: SOURCE_WEIGHTS.get(s.name, 1.0) for s in SOURCES}
+    shares = ", ".join(f"{name} {w / sum(weights.values()):.0%}" for name, w in weights.items())
     return Prepared(
         preprocessing={"kind": "text", "text": spec},
         labels=list(data.LANGUAGES),
@@ -320,12 +324,17 @@ def prepare_langid() -> Prepared:
                 + f" ({len(train.labels)} in all). {WORDFREQ_SHARE:.0%} are phrases of 1-4 "
                 f"words drawn from the `wordfreq` lists (top {WORDFREQ_TOP_N} words) in "
                 "proportion to each word's frequency, words shared between languages kept; "
-                "the rest, in equal shares, are real short texts shipped in packages: "
+                "the rest are real short texts shipped in packages (shares of that half: "
+                f"{shares}): "
                 f"{real_text} (Django's and humanize's translated message catalogs, with "
                 "English from their source strings; Babel's CLDR country, language, currency, "
                 "month and day names, formatted dates, durations and units, and numbers "
                 "written out by CLDR's rules through `unicode-rbnf`; Faker's lorem "
-                "word lists, job titles and colour names, where a locale has them). Longer "
+                "word lists, job titles and colour names, where a locale has them; the "
+                f"locale files of {len(OVOS_SKILLS)} permissively licensed Open Voice OS "
+                "skills (`training/langid_corpus.py` names them, `constraints.txt` pins "
+                "them): voice-assistant intent templates, rendered at random, keyword "
+                "lists and spoken answers, with untranslated English copies left out). Longer "
                 f"items are cut into random windows of 1-4 words ({LONG_CUT_SHARE:.0%} of "
                 f"cuts: up to {LONG_CUT_WORDS} words). Real-text items are split 80/20 by a "
                 "stable hash of the item; the held-out side draws its own word-frequency "

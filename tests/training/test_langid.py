@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
@@ -14,7 +16,8 @@ from service import model_contract as contract
 from training import langid_corpus, langid_eval
 from training.langid_tokenizer import EOS, PAD
 
-MODEL_DIR = Path(__file__).resolve().parents[2] / "model_repository" / "langid_transformer"
+ROOT = Path(__file__).resolve().parents[2]
+MODEL_DIR = ROOT / "model_repository" / "langid_transformer"
 RECORD: dict[str, Any] = json.loads((MODEL_DIR / contract.EVALUATION_FILE).read_text())
 SETS = RECORD["evaluation_sets"]
 
@@ -47,7 +50,7 @@ def test_every_language_draws_on_real_text_besides_word_lists(
     for lang in langid_corpus.LANGUAGES:
         sources = Counter(e.source for e in corpus.train if e.language == lang)
         assert sources["wordfreq"] == langid_corpus.TRAIN_PER_LANGUAGE * 0.5
-        assert {"django", "cldr"} <= set(sources), lang
+        assert {"django", "cldr", "ovos"} <= set(sources), lang
 
 
 def test_shared_words_are_kept(corpus: langid_corpus.Corpus) -> None:
@@ -77,6 +80,53 @@ def test_cuts_are_short_and_held_out_texts_unseen(corpus: langid_corpus.Corpus) 
 )
 def test_catalog_strings_lose_placeholders_and_markup(raw: str, cleaned: str) -> None:
     assert langid_corpus.clean(raw) == cleaned
+
+
+@pytest.mark.parametrize(
+    ("template", "renderings"),
+    [
+        ("(grava|enregistra) la pantalla", {"grava la pantalla", "enregistra la pantalla"}),
+        ("maak [een] schermafbeelding", {"maak schermafbeelding", "maak een schermafbeelding"}),
+        ("zet (de|het) [(licht|lamp)] aan", {"zet de aan", "zet het aan", "zet de licht aan",
+                                           "zet het licht aan", "zet de lamp aan",
+                                           "zet het lamp aan"}),
+        ("wie spät ist es in {location}", {"wie spät ist es in {location}"}),
+    ],
+)  # fmt: skip
+def test_voice_templates_render_every_alternative(template: str, renderings: set[str]) -> None:
+    rng = np.random.default_rng(0)
+    assert {langid_corpus._render(template, rng) for _ in range(200)} == renderings
+
+
+def _constraint_pins() -> dict[str, str]:
+    lines = (ROOT / "constraints.txt").read_text().splitlines()
+    pins = [line.split("==") for line in lines if line.startswith("ovos-skill-")]
+    return {name: version for name, version in pins}
+
+
+def test_voice_skills_are_pinned_installed_and_permissively_licensed() -> None:
+    pins = _constraint_pins()
+    assert set(pins) == set(langid_corpus.OVOS_SKILLS)
+    for name, licence in langid_corpus.OVOS_SKILLS.items():
+        dist = importlib.metadata.distribution(name)
+        assert dist.version == pins[name], name
+        declared = dist.metadata.get("License-Expression") or dist.metadata.get("License") or ""
+        # Some skills spell it "Apache2.0".
+        assert declared.replace("Apache2.0", "Apache-2.0") == licence, (name, declared)
+        assert licence in {"Apache-2.0", "MIT", "BSD-3-Clause"}, name
+
+
+def test_voice_skills_finnish_folder_is_not_read_as_swedish() -> None:
+    dist = importlib.metadata.distribution("ovos-skill-alerts")
+
+    def folder_lines(folder: str) -> set[str]:
+        files = [f for f in dist.files or [] if f"/locale/{folder}/" in str(f)]
+        text = "\n".join(Path(str(dist.locate_file(f))).read_text() for f in files)
+        return {line.strip() for line in text.splitlines() if line.strip()}
+
+    finnish_only = folder_lines("sv-fi") - folder_lines("sv-se")
+    assert finnish_only  # the skill does ship Finnish under sv-fi
+    assert not finnish_only & set(langid_corpus._ovos_lines(dist)["sv"])
 
 
 def test_home_assistant_commands_are_not_a_training_source() -> None:
