@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[train,triton,loadtest,dev]'
-	$(BIN)/pip install -q --no-deps $$(grep -E '^ovos-skill-[a-z0-9-]+==' constraints.txt)
+	$(BIN)/pip install -q --no-deps -c constraints.txt $$(grep -E '^ovos-skill-[a-z0-9-]+==' constraints.txt)
 	touch $(STAMP)
 
 up: setup
