@@ -241,15 +241,20 @@ def one_blas_thread() -> None:
 
 
 class ModelOod:
-    """Scores a model version's rows and counts them; never fails a request."""
+    """Scores a model version's rows and counts them; never fails a request.
 
-    __slots__ = ("_detector", "_flagged", "_scored", "model", "version")
+    Scoring runs once per batch (`score_batch`, wired into the version's batcher), so its numpy
+    calls are paid once for every row that shares the batch; each request then only compares
+    its rows' scores with the threshold and counts them (`result`).
+    """
+
+    __slots__ = ("_detector", "_flagged", "_scored", "_threshold", "model", "version")
 
     def __init__(
         self, detector: OodDetector, metrics: OodMetrics, model: str, version: str
     ) -> None:
-        one_blas_thread()
         self._detector = detector
+        self._threshold = detector.threshold
         self.model, self.version = model, version
         self._scored = metrics.scored.labels(model=model, version=version)
         self._flagged = metrics.flagged.labels(model=model, version=version)
@@ -260,16 +265,29 @@ class ModelOod:
     def detector(self) -> OodDetector:
         return self._detector
 
-    def __call__(self, tensors: Mapping[str, np.ndarray], logits: np.ndarray) -> OodResult | None:
+    def score_batch(
+        self, tensors: Mapping[str, np.ndarray], logits: np.ndarray
+    ) -> np.ndarray | None:
+        """The scores of a batch's rows ([rows] float32); None (logged) when the detector cannot
+        score these tensors: a monitoring fault must not fail the predictions it watches."""
         try:
             rows = logits.reshape(len(logits), -1)
-            scores = self._detector.score(tensors, rows)
-        except Exception:  # a monitoring fault must not fail the prediction it watches
+            return self._detector.score(tensors, rows).astype(np.float32)
+        except Exception:
             log.warning("OOD scoring failed for %s/%s", self.model, self.version, exc_info=True)
             return None
-        flags = scores > self._detector.threshold
+
+    def result(self, scores: np.ndarray | None) -> OodResult | None:
+        """One request's rows: flags at the threshold, counted in the metrics."""
+        if scores is None:
+            return None
+        flags = scores > self._threshold
         self._scored.inc(len(scores))
-        flagged = int(flags.sum())
+        flagged = int(np.count_nonzero(flags))
         if flagged:
             self._flagged.inc(flagged)
         return OodResult(scores, flags)
+
+    def __call__(self, tensors: Mapping[str, np.ndarray], logits: np.ndarray) -> OodResult | None:
+        """Score and count the rows of one request (what a batch of one request gets)."""
+        return self.result(self.score_batch(tensors, logits))
