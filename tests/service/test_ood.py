@@ -31,7 +31,7 @@ from service.tensors import Collator
 def test_energy_is_minus_logsumexp_and_higher_when_no_class_fits() -> None:
     logits = np.array([[10.0, 0.0, 0.0], [0.1, 0.0, -0.1], [1000.0, 999.0, 0.0]], np.float32)
     expected = -np.log(np.exp(logits[:2].astype(np.float64)).sum(axis=1))
-    np.testing.assert_allclose(energy(logits)[:2], expected, rtol=1e-12)
+    np.testing.assert_allclose(energy(logits)[:2], expected, rtol=1e-6)
     assert energy(logits)[1] > energy(logits)[0]  # flat logits: higher energy
     assert np.isfinite(energy(logits)[2])  # no overflow on large logits
 
@@ -58,7 +58,7 @@ def test_sequence_features_ignore_padding() -> None:
             [np.log(5)],
         ]
     )
-    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
     # a one-frame sequence has no change and no spread, and an empty mask does not divide by 0
     one = sequence_features(padded[:, :1], mask[:, :1])[0]
     assert one[3:9].tolist() == [0.0] * 6
