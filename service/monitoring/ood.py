@@ -39,9 +39,9 @@ log = logging.getLogger(__name__)
 
 def energy(logits: np.ndarray) -> np.ndarray:
     """-logsumexp over classes, per row (in the logits' float precision)."""
-    rows = logits.reshape(len(logits), -1)
-    top = rows.max(axis=1)
-    return -(top + np.log(np.exp(rows - top[:, None]).sum(axis=1)))
+    # One ufunc reduction, overflow-safe like the max-shifted form and a fifth of its cost on
+    # a single row (its eight numpy calls cost ~10 us).
+    return -np.logaddexp.reduce(logits.reshape(len(logits), -1), axis=1)
 
 
 def mahalanobis(delta: np.ndarray, precision: np.ndarray) -> np.ndarray:
@@ -62,15 +62,19 @@ def sequence_features(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     Per channel: mean, standard deviation and mean absolute change between consecutive real
     frames; then log(length). Padding (mask 0) is ignored.
     """
-    m = mask.astype(np.float32)[..., None]
-    x = values * m
-    n = np.maximum(m.sum(axis=1), np.float32(1.0))
-    mean = x.sum(axis=1) / n
-    var = np.maximum((x * x).sum(axis=1) / n - mean * mean, np.float32(0.0))
-    change = (np.abs(np.diff(x, axis=1)) * (m[:, 1:] * m[:, :-1])).sum(axis=1) / np.maximum(
+    m = mask.astype(np.float32)
+    w = m[:, :, None]
+    x = values * w
+    n = np.maximum(m.sum(axis=1, keepdims=True), np.float32(1.0))
+    # sums of the values and of their squares in one reduction
+    sums = np.concatenate([x, x * x], axis=2).sum(axis=1) / n
+    channels = sums.shape[1] // 2
+    mean = sums[:, :channels]
+    spread = np.sqrt(np.maximum(sums[:, channels:] - mean * mean, np.float32(0.0)))
+    change = (np.abs(x[:, 1:] - x[:, :-1]) * (w[:, 1:] * w[:, :-1])).sum(axis=1) / np.maximum(
         n - 1, np.float32(1.0)
     )
-    return np.concatenate([mean, np.sqrt(var), change, np.log(n[:, :1])], axis=1)
+    return np.concatenate([mean, spread, change, np.log(n)], axis=1)
 
 
 def bigram_keys(ids: np.ndarray, start_id: int, vocab: int) -> tuple[np.ndarray, np.ndarray]:
