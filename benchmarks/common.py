@@ -11,11 +11,12 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import ExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import ExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import numpy as np
 import psutil
 import tritonclient.grpc.aio as grpcaio
@@ -151,6 +152,34 @@ async def closed_loop(
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies, duration_s, errors
+
+
+@asynccontextmanager
+async def rest_predict_call(
+    url: str, model: str, body: bytes, concurrency: int
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """A `closed_loop` call that POSTs one REST predict body (JSON bytes) over a pool of
+    `concurrency` connections and raises on any answer but 200."""
+    target = f"{url}/v1/models/{model}/predict"
+    headers = {"Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def call() -> None:
+            async with session.post(target, data=body, headers=headers) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"HTTP {response.status}")
+
+        yield call
+
+
+async def rest_predict_loop(
+    url: str, model: str, body: bytes, concurrency: int, warmup_s: float, duration_s: float
+) -> tuple[list[float], float, int]:
+    """`closed_loop` over `rest_predict_call`: latencies, measured seconds, errors."""
+    async with rest_predict_call(url, model, body, concurrency) as call:
+        return await closed_loop(call, concurrency, warmup_s, duration_s)
 
 
 def tree_cpu_s(pid: int) -> float:

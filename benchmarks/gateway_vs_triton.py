@@ -23,7 +23,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 import tritonclient.grpc.aio as grpcaio
 from common import (  # first: puts the project root on sys.path
@@ -33,6 +32,7 @@ from common import (  # first: puts the project root on sys.path
     latency_summary,
     model_tensors,
     rest_body,
+    rest_predict_loop,
     sample_payload,
     start_gateway,
 )
@@ -41,7 +41,7 @@ from service.backends.triton import TritonBackend
 from service.dataplane import DataPlane
 from service.local_triton import LocalTriton
 from service.metrics import Metrics
-from service.repository import ModelSpec, load_repository
+from service.repository import ModelSpec, load_repository, load_repository_versions
 from service.settings import Settings
 
 
@@ -59,29 +59,12 @@ async def bench_triton(url: str, spec: ModelSpec, tensors: dict[str, np.ndarray]
         await client.close()
 
 
-async def bench_gateway(url: str, spec: ModelSpec, body: dict[str, Any], args: Any) -> Any:
-    data = json.dumps(body).encode()
-    target = f"{url}/v1/models/{spec.name}/predict"
-    connector = aiohttp.TCPConnector(limit=args.concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def call() -> None:
-            async with session.post(
-                target, data=data, headers={"Content-Type": "application/json"}
-            ) as response:
-                await response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"HTTP {response.status}")
-
-        return await closed_loop(call, args.concurrency, args.warmup, args.duration)
-
-
 async def bench_core(
     url: str, repository: Path, spec: ModelSpec, tensors: dict[str, np.ndarray], args: Any
 ) -> Any:
     overrides = dict(setting.partition("=")[::2] for setting in args.gateway_setting)
     settings = Settings(model_repository=repository, triton_url=url, **overrides)
-    specs = load_repository(repository)
+    specs = load_repository_versions(repository)
     metrics = Metrics(specs)
     backend = TritonBackend(settings.triton_urls, "grpc", settings.triton_timeout_s)
     dataplane = DataPlane(settings, specs, backend, metrics)
@@ -134,7 +117,17 @@ def main() -> int:
             asyncio.run(bench_core(triton_url, args.repository, spec, tensors, args)),
         )
         via = summary(
-            "gateway (REST, raw payload)", asyncio.run(bench_gateway(gateway_url, spec, body, args))
+            "gateway (REST, raw payload)",
+            asyncio.run(
+                rest_predict_loop(
+                    gateway_url,
+                    spec.name,
+                    json.dumps(body).encode(),
+                    args.concurrency,
+                    args.warmup,
+                    args.duration,
+                )
+            ),
         )
 
     print(

@@ -23,11 +23,10 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from common import (  # first: puts the project root on sys.path
     ROOT,
-    closed_loop,
     latency_summary,
+    rest_predict_loop,
     start_gateway,
 )
 from prometheus_client.parser import text_string_to_metric_families
@@ -72,24 +71,6 @@ def apply_routing(repository: Path, url: str, routing: dict[str, Any]) -> None:
         time.sleep(0.1)
 
 
-async def measure(
-    url: str, body: bytes, args: argparse.Namespace
-) -> tuple[list[float], float, int]:
-    target = f"{url}/v1/models/{MODEL}/predict"
-    connector = aiohttp.TCPConnector(limit=args.concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def call() -> None:
-            async with session.post(
-                target, data=body, headers={"Content-Type": "application/json"}
-            ) as response:
-                await response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"HTTP {response.status}")
-
-        return await closed_loop(call, args.concurrency, args.warmup, args.duration)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--concurrency", type=int, default=16)
@@ -126,7 +107,11 @@ def main() -> int:
             for name, routing in (("shadow off", OFF), ("shadow on", ON)):
                 apply_routing(repository, url, routing)
                 before = shadow_counts(url)
-                lat, secs, errs = asyncio.run(measure(url, body, args))
+                lat, secs, errs = asyncio.run(
+                    rest_predict_loop(
+                        url, MODEL, body, args.concurrency, args.warmup, args.duration
+                    )
+                )
                 after = shadow_counts(url)
                 latencies[name] += lat
                 errors[name] += errs

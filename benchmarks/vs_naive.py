@@ -31,13 +31,13 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import aiohttp
 import psutil
 from common import (  # first: puts the project root on sys.path
     ROOT,
     closed_loop,
     latency_summary,
     rest_body,
+    rest_predict_call,
     sample_payload,
     start_gateway_process,
     tree_cpu_s,
@@ -71,17 +71,7 @@ async def measure(
     pids: dict[str, int],
 ) -> dict[str, float]:
     """One closed-loop window against one server; CPU of each named process during it."""
-    target = f"{url}/v1/models/{model}/predict"
-    headers = {"Content-Type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-
-        async def call() -> None:
-            async with session.post(target, data=body, headers=headers) as response:
-                await response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"HTTP {response.status}")
-
+    async with rest_predict_call(url, model, body, concurrency) as call:
         await closed_loop(call, concurrency, 0.0, args.warmup)
         cpu_before = {name: tree_cpu_s(pid) for name, pid in pids.items()}
         client_before = time.process_time()

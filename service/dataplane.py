@@ -33,7 +33,7 @@ from service.batcher import Batcher
 from service.errors import BadInput, ModelGateError, ModelNotFound
 from service.metrics import NO_VERSION, UNKNOWN_MODEL, Metrics
 from service.monitoring.drift import DriftMonitor, DriftWindow
-from service.monitoring.ood import ModelOod, OodDetector, OodResult
+from service.monitoring.ood import ModelOod, OodDetector, OodResult, one_blas_thread
 from service.postprocess import top_k as top_k_predictions
 from service.repository import ModelSpec
 from service.settings import Settings
@@ -66,6 +66,15 @@ def new_request_id() -> str:
 
 # Where a request's OOD result waits in `RequestScope.extra` for the transport to answer with it.
 OOD_KEY = "ood"
+# The batch's OOD scores travel beside the model outputs under this key (no model output can
+# have it: tensor names in a Triton config are identifiers).
+OOD_SCORES = "modelgate:ood_scores"
+
+
+def take_ood_scores(outputs: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Remove and return a request's OOD scores from its batch outputs (None: not scored)."""
+    return outputs.pop(OOD_SCORES, None)
+
 
 # Payloads at least this large are decoded in a worker thread so the event loop keeps serving.
 THREAD_DECODE_BYTES = 256 * 1024
@@ -206,8 +215,20 @@ class _Model:
             else spec.max_queue_delay_us / 1e6
         )
 
+        detector = OodDetector.load(spec.path / spec.version) if settings.ood_enabled else None
+        self.ood = (
+            None if detector is None else ModelOod(detector, metrics.ood, spec.name, spec.version)
+        )
+        ood = self.ood
+
         async def infer(inputs: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
-            return await backend.infer(spec, inputs)
+            outputs = await backend.infer(spec, inputs)
+            if ood is None:
+                return outputs
+            # Scored once per batch: the batcher hands each request its rows of every output,
+            # these scores included (`take_ood_scores` takes them out again).
+            scores = ood.score_batch(inputs, outputs[spec.output])
+            return outputs if scores is None else {**outputs, OOD_SCORES: scores}
 
         self.batcher = Batcher(
             f"{spec.name} v{spec.version}",
@@ -219,10 +240,6 @@ class _Model:
             concurrency=settings.batch_concurrency * backend.replicas,
             observer=metrics.observer(spec.name, spec.version),
             tracer=tracing.for_model(spec.name) if tracing is not None else None,
-        )
-        detector = OodDetector.load(spec.path / spec.version) if settings.ood_enabled else None
-        self.ood = (
-            None if detector is None else ModelOod(detector, metrics.ood, spec.name, spec.version)
         )
 
 
@@ -254,6 +271,8 @@ class DataPlane:
         self.backend = backend
         self.metrics = metrics
         self.tracing = tracing  # None: tracing off, and every tracing hook is one `if`
+        if settings.ood_enabled:
+            one_blas_thread()  # before any detector scores (service/monitoring/ood.py)
         self.drift: DriftMonitor | None = None
         if settings.drift_monitoring:
             self.drift = DriftMonitor(
@@ -585,11 +604,12 @@ class DataPlane:
             items.append({k_: v[None, ...] for k_, v in tensors.items()})
         inputs = model.collator(items)
         outputs = await model.batcher.submit(inputs, len(items), deadline, trace)
+        scores = take_ood_scores(outputs)
         logits = outputs[spec.output].reshape(len(items), -1)
         if drift is not None:  # only answered items: a failed batch raised above
             drift.add(observed, logits)
         if scope is not None and model.ood is not None:  # the answered version's detector
-            scope.extra[OOD_KEY] = model.ood(inputs, logits)
+            scope.extra[OOD_KEY] = model.ood.result(scores)
         if routed and self.routing:
             self._shadow(model, logits, inputs, len(items), payloads)
         return logits
@@ -696,8 +716,9 @@ class DataPlane:
             model = await self._rerouted(model, version, exc, scope)
             scope.spec = model.spec
             outputs = await model.batcher.submit(dict(inputs), rows, scope.deadline, scope.trace)
+        scores = take_ood_scores(outputs)
         if model.ood is not None:
-            scope.extra[OOD_KEY] = model.ood(inputs, outputs[model.spec.output])
+            scope.extra[OOD_KEY] = model.ood.result(scores)
         if not version and self.routing:
             logits = outputs[model.spec.output].reshape(rows, -1)
             self._shadow(model, logits, inputs, rows, None)

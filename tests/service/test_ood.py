@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from PIL import Image
 from prometheus_client import CollectorRegistry
 
+from service import preprocess
 from service.model_contract import OOD_ARRAYS_FILE, OOD_FILE
 from service.monitoring.ood import (
     SCHEMA_VERSION,
@@ -21,12 +24,14 @@ from service.monitoring.ood import (
     mahalanobis,
     sequence_features,
 )
+from service.repository import load_repository
+from service.tensors import Collator
 
 
 def test_energy_is_minus_logsumexp_and_higher_when_no_class_fits() -> None:
     logits = np.array([[10.0, 0.0, 0.0], [0.1, 0.0, -0.1], [1000.0, 999.0, 0.0]], np.float32)
     expected = -np.log(np.exp(logits[:2].astype(np.float64)).sum(axis=1))
-    np.testing.assert_allclose(energy(logits)[:2], expected, rtol=1e-12)
+    np.testing.assert_allclose(energy(logits)[:2], expected, rtol=1e-6)
     assert energy(logits)[1] > energy(logits)[0]  # flat logits: higher energy
     assert np.isfinite(energy(logits)[2])  # no overflow on large logits
 
@@ -53,7 +58,7 @@ def test_sequence_features_ignore_padding() -> None:
             [np.log(5)],
         ]
     )
-    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
     # a one-frame sequence has no change and no spread, and an empty mask does not divide by 0
     one = sequence_features(padded[:, :1], mask[:, :1])[0]
     assert one[3:9].tolist() == [0.0] * 6
@@ -140,3 +145,46 @@ def test_model_ood_counts_rows_and_never_fails_a_request() -> None:
     # tensors that do not fit the detector: no score, no count, no exception
     assert scorer({"OTHER": values}, np.zeros((3, 9))) is None
     assert _sample(registry, "modelgate_ood_scored_total") == 3
+
+
+def _payloads(spec: Any) -> list[Any]:
+    """Three inputs of different sizes for the model's payload kind (text and sequences of
+    different lengths, so a batch pads the shorter rows)."""
+    rng = np.random.default_rng(1)
+    if spec.kind == "image":
+        images = []
+        for side in (12, 28, 40):
+            canvas = np.zeros((side, side), np.uint8)
+            canvas[side // 4 : 3 * side // 4, side // 3 : side // 2] = 255
+            buffer = io.BytesIO()
+            Image.fromarray(canvas, "L").save(buffer, format="PNG")
+            images.append(buffer.getvalue())
+        return images
+    if spec.kind == "text":
+        return ["hallo", "où est la gare", "the quick brown fox jumps over the lazy dog " * 3]
+    channels = spec.sequence.channels
+    return [rng.standard_normal((length, channels)).tolist() for length in (7, 15, 26)]
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "langid_transformer", "vowels_gru"])
+def test_a_row_scores_the_same_alone_and_padded_into_a_batch(
+    model_repository: Path, name: str
+) -> None:
+    """The gateway scores whole batches; a row's score must not depend on its neighbours."""
+    spec = load_repository(model_repository)[name]
+    detector = OodDetector.load(spec.path / spec.version)
+    assert detector is not None
+    preprocessor = preprocess.for_model(spec, max_image_pixels=10_000_000)
+    collate = Collator(spec)
+    rows = [
+        {k: v[None, ...] for k, v in preprocessor.preprocess(preprocessor.decode(p)).items()}
+        for p in _payloads(spec)
+    ]
+    batch = collate(rows)
+    logits = np.random.default_rng(2).standard_normal((len(rows), len(spec.labels)))
+    together = detector.score(batch, logits.astype(np.float32))
+    alone = [
+        detector.score(collate([row]), logits[i : i + 1].astype(np.float32))[0]
+        for i, row in enumerate(rows)
+    ]
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-5)
