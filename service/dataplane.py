@@ -66,14 +66,18 @@ def new_request_id() -> str:
 
 # Where a request's OOD result waits in `RequestScope.extra` for the transport to answer with it.
 OOD_KEY = "ood"
-# The batch's OOD scores travel beside the model outputs under this key (no model output can
-# have it: tensor names in a Triton config are identifiers).
+# A batch's OOD scores and flags travel beside the model outputs under these keys, so the
+# batcher's fan-out hands each request its rows (no model output can have them: tensor names in
+# a Triton config are identifiers).
 OOD_SCORES = "modelgate:ood_scores"
+OOD_FLAGS = "modelgate:ood_flags"
 
 
-def take_ood_scores(outputs: dict[str, np.ndarray]) -> np.ndarray | None:
-    """Remove and return a request's OOD scores from its batch outputs (None: not scored)."""
-    return outputs.pop(OOD_SCORES, None)
+def take_ood(outputs: dict[str, np.ndarray]) -> OodResult | None:
+    """Remove a request's OOD scores and flags from its batch outputs (None: not scored)."""
+    scores = outputs.pop(OOD_SCORES, None)
+    flags = outputs.pop(OOD_FLAGS, None)
+    return None if scores is None or flags is None else OodResult(scores, flags)
 
 
 # Payloads at least this large are decoded in a worker thread so the event loop keeps serving.
@@ -226,9 +230,11 @@ class _Model:
             if ood is None:
                 return outputs
             # Scored once per batch: the batcher hands each request its rows of every output,
-            # these scores included (`take_ood_scores` takes them out again).
-            scores = ood.score_batch(inputs, outputs[spec.output])
-            return outputs if scores is None else {**outputs, OOD_SCORES: scores}
+            # these included (`take_ood` takes them out again).
+            result = ood.score_batch(inputs, outputs[spec.output])
+            if result is None:
+                return outputs
+            return {**outputs, OOD_SCORES: result.scores, OOD_FLAGS: result.flags}
 
         self.batcher = Batcher(
             f"{spec.name} v{spec.version}",
@@ -604,12 +610,12 @@ class DataPlane:
             items.append({k_: v[None, ...] for k_, v in tensors.items()})
         inputs = model.collator(items)
         outputs = await model.batcher.submit(inputs, len(items), deadline, trace)
-        scores = take_ood_scores(outputs)
+        ood = take_ood(outputs)
         logits = outputs[spec.output].reshape(len(items), -1)
         if drift is not None:  # only answered items: a failed batch raised above
             drift.add(observed, logits)
-        if scope is not None and model.ood is not None:  # the answered version's detector
-            scope.extra[OOD_KEY] = model.ood.result(scores)
+        if scope is not None and ood is not None:  # the answered version's detector
+            scope.extra[OOD_KEY] = ood
         if routed and self.routing:
             self._shadow(model, logits, inputs, len(items), payloads)
         return logits
@@ -716,9 +722,9 @@ class DataPlane:
             model = await self._rerouted(model, version, exc, scope)
             scope.spec = model.spec
             outputs = await model.batcher.submit(dict(inputs), rows, scope.deadline, scope.trace)
-        scores = take_ood_scores(outputs)
-        if model.ood is not None:
-            scope.extra[OOD_KEY] = model.ood.result(scores)
+        ood = take_ood(outputs)
+        if ood is not None:
+            scope.extra[OOD_KEY] = ood
         if not version and self.routing:
             logits = outputs[model.spec.output].reshape(rows, -1)
             self._shadow(model, logits, inputs, rows, None)

@@ -264,11 +264,11 @@ def one_blas_thread() -> None:
 
 
 class ModelOod:
-    """Scores a model version's rows and counts them; never fails a request.
+    """Scores and counts a model version's rows, once per batch; never fails a request.
 
-    Scoring runs once per batch (`score_batch`, wired into the version's batcher), so its numpy
-    calls are paid once for every row that shares the batch; each request then only compares
-    its rows' scores with the threshold and counts them (`result`).
+    `score_batch` runs in the version's batcher right after the backend answers a batch: its
+    numpy calls and the counter updates are paid once for every row that shares the batch, and
+    each request then picks up its rows' scores and flags with its outputs.
     """
 
     __slots__ = ("_detector", "_flagged", "_scored", "_threshold", "model", "version")
@@ -290,19 +290,15 @@ class ModelOod:
 
     def score_batch(
         self, tensors: Mapping[str, np.ndarray], logits: np.ndarray
-    ) -> np.ndarray | None:
-        """The scores of a batch's rows ([rows] float32); None (logged) when the detector cannot
-        score these tensors: a monitoring fault must not fail the predictions it watches."""
+    ) -> OodResult | None:
+        """The scores ([rows] float32) and flags of a batch's rows, counted in the metrics;
+        None (logged) when the detector cannot score these tensors: a monitoring fault must not
+        fail the predictions it watches."""
         try:
             rows = logits.reshape(len(logits), -1)
-            return self._detector.score(tensors, rows).astype(np.float32)
+            scores = self._detector.score(tensors, rows).astype(np.float32)
         except Exception:
             log.warning("OOD scoring failed for %s/%s", self.model, self.version, exc_info=True)
-            return None
-
-    def result(self, scores: np.ndarray | None) -> OodResult | None:
-        """One request's rows: flags at the threshold, counted in the metrics."""
-        if scores is None:
             return None
         flags = scores > self._threshold
         self._scored.inc(len(scores))
@@ -310,7 +306,3 @@ class ModelOod:
         if flagged:
             self._flagged.inc(flagged)
         return OodResult(scores, flags)
-
-    def __call__(self, tensors: Mapping[str, np.ndarray], logits: np.ndarray) -> OodResult | None:
-        """Score and count the rows of one request (what a batch of one request gets)."""
-        return self.result(self.score_batch(tensors, logits))

@@ -137,13 +137,15 @@ def test_model_ood_counts_rows_and_never_fails_a_request() -> None:
     assert _sample(registry, "modelgate_ood_threshold") == 3.0
     values = np.zeros((3, 4, 2), np.float32)
     values[2] = 3.0
-    result = scorer({"SEQUENCE": values, "MASK": np.ones((3, 4), np.float32)}, np.zeros((3, 9)))
+    result = scorer.score_batch(
+        {"SEQUENCE": values, "MASK": np.ones((3, 4), np.float32)}, np.zeros((3, 9))
+    )
     assert result is not None and result.flags.tolist() == [False, False, True]
     assert result.fields(2) == {"ood_score": pytest.approx(result.scores[2], abs=1e-4), "ood": True}
     assert _sample(registry, "modelgate_ood_scored_total") == 3
     assert _sample(registry, "modelgate_ood_flagged_total") == 1
     # tensors that do not fit the detector: no score, no count, no exception
-    assert scorer({"OTHER": values}, np.zeros((3, 9))) is None
+    assert scorer.score_batch({"OTHER": values}, np.zeros((3, 9))) is None
     assert _sample(registry, "modelgate_ood_scored_total") == 3
 
 
