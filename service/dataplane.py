@@ -220,10 +220,7 @@ class _Model:
         )
 
         detector = OodDetector.load(spec.path / spec.version) if settings.ood_enabled else None
-        self.ood = (
-            None if detector is None else ModelOod(detector, metrics.ood, spec.name, spec.version)
-        )
-        ood = self.ood
+        ood = None if detector is None else ModelOod(detector, metrics.ood, spec.name, spec.version)
 
         async def infer(inputs: dict[str, np.ndarray]) -> Mapping[str, np.ndarray]:
             outputs = await backend.infer(spec, inputs)

@@ -61,6 +61,8 @@ SEED = data.SEED  # the out-of-distribution sets are drawn with the project seed
 
 # How many of a many-group set's weakest groups the evaluation names (letters: glyphs).
 WEAKEST_GROUPS = 5
+# Sets of up to this many groups list every group's figures; larger ones only their weakest.
+MAX_LISTED_GROUPS = 30
 
 
 def _ledoit_wolf_precision(rows: np.ndarray) -> np.ndarray:
@@ -493,41 +495,44 @@ def _auroc(in_distribution: np.ndarray, out: np.ndarray) -> float:
     return round(float(roc_auc_score(truth, np.r_[in_distribution, out])), 4)
 
 
+def _group_rows(scored: ScoredSet) -> dict[str, np.ndarray]:
+    """Each group of a set (the id's first part: a language, a glyph) -> a mask of its rows."""
+    names = [i.split("/")[0] for i in scored.ids]
+    return {group: np.array([n == group for n in names]) for group in sorted(set(names))}
+
+
 def _by_group(
-    scored: ScoredSet, reference: np.ndarray, threshold: float
+    groups: dict[str, np.ndarray], scores: np.ndarray, reference: np.ndarray, threshold: float
 ) -> dict[str, dict[str, Any]]:
-    groups = sorted({i.split("/")[0] for i in scored.ids})
-    if len(groups) < 2 or len(groups) > 30:
+    """Per group of a set of a few groups: rows scored, AUROC and flagged share."""
+    if len(groups) < 2 or len(groups) > MAX_LISTED_GROUPS:
         return {}
-    result = {}
-    for group in groups:
-        rows = np.array([i.split("/")[0] == group for i in scored.ids])
-        result[group] = {
+    return {
+        group: {
             "scored": int(rows.sum()),
-            "auroc": _auroc(reference, scored.scores[rows]),
-            "flagged": round(float(np.mean(scored.scores[rows] > threshold)), 4),
+            "auroc": _auroc(reference, scores[rows]),
+            "flagged": round(float(np.mean(scores[rows] > threshold)), 4),
         }
-    return result
+        for group, rows in groups.items()
+    }
 
 
 def _weakest_groups(
-    scored: ScoredSet, reference: np.ndarray, count: int = WEAKEST_GROUPS
+    groups: dict[str, np.ndarray],
+    scores: np.ndarray,
+    reference: np.ndarray,
+    count: int = WEAKEST_GROUPS,
 ) -> dict[str, Any]:
     """For a set of many small groups (letters: one per glyph), where the misses are: the
     `count` groups with the lowest AUROC, and the set's AUROC without them."""
-    names = [i.split("/")[0] for i in scored.ids]
-    groups = sorted(set(names))
-    if len(groups) <= 30:
+    if len(groups) <= MAX_LISTED_GROUPS:
         return {}
-    by_group = {}
-    for group in groups:
-        rows = np.array([n == group for n in names])
-        by_group[group] = _auroc(reference, scored.scores[rows])
+    by_group = {group: _auroc(reference, scores[rows]) for group, rows in groups.items()}
     weakest = sorted(groups, key=lambda g: (by_group[g], g))[:count]
-    rest = np.array([n not in weakest for n in names])
+    rest = ~np.logical_or.reduce([groups[g] for g in weakest])
     return {
         "weakest_groups": {g: by_group[g] for g in weakest},
-        "auroc_without_weakest": _auroc(reference, scored.scores[rest]),
+        "auroc_without_weakest": _auroc(reference, scores[rest]),
     }
 
 
@@ -572,10 +577,11 @@ def evaluate(model_dir: Path, version: int, detector: OodDetector | None = None)
         if len(s.scores):
             entry["auroc"] = _auroc(held_out, s.scores)
             entry["flagged"] = round(float(np.mean(s.scores > threshold)), 4)
-            groups = _by_group(s, held_out, threshold)
-            if groups:
-                entry["by_group"] = groups
-            entry.update(_weakest_groups(s, held_out))
+            groups = _group_rows(s)
+            listed = _by_group(groups, s.scores, held_out, threshold)
+            if listed:
+                entry["by_group"] = listed
+            entry.update(_weakest_groups(groups, s.scores, held_out))
         record["sets"][s.name] = entry
     return record
 
