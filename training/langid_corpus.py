@@ -37,7 +37,10 @@ import numpy as np
 LANGUAGES = ("en", "de", "fr", "es", "it", "nl", "pt", "sv")
 SEED = 20261125
 
-TRAIN_PER_LANGUAGE = 6000
+# Many distinct texts seen few times (4 epochs in the recipe) generalise better than a few
+# seen often: on the Home Assistant commands, 6,000 x 12 epochs 0.9690 overall, 24,000 x 3
+# epochs 0.9764 (same 1,000-token vocabulary, about the same training time).
+TRAIN_PER_LANGUAGE = 24000
 TEST_PER_LANGUAGE = 500
 WORDFREQ_SHARE = 0.5  # the rest comes from the real-text sources, evenly
 WORDFREQ_TOP_N = 25_000

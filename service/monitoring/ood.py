@@ -33,7 +33,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from service.model_contract import OOD_ARRAYS_FILE, OOD_FILE
 
-SCHEMA_VERSION = 1
+# 2: the token-bigram table is stored sparse (only pairs seen in training).
+SCHEMA_VERSION = 2
 log = logging.getLogger(__name__)
 
 
@@ -149,16 +150,25 @@ class OodDetector:
 
             return pixel_distance
         if name == "token_bigram":
-            # [languages, vocab * vocab] log p(token | previous token, language), float32.
-            table = arrays["bigram_log_probability"]
+            # Stored sparse: log p(token | previous, language) at the sorted keys of the pairs
+            # seen in training ([languages, pairs]); any other pair has the language's unigram
+            # term log((1 - share) p(token)) ([languages, vocab]). One table [languages,
+            # vocab + pairs] and one index per token make it one gather.
+            seen = arrays["bigram_keys"]
+            table = np.concatenate(
+                [arrays["unigram_log_probability"], arrays["bigram_log_probability"]], axis=1
+            ).astype(np.float32)
+            last = len(seen) - 1
             vocab = int(record["vocab_size"])
             start = int(record["start_id"])
             ids_name, mask_name = inputs["input_ids"], inputs["attention_mask"]
 
             def token_bigram(tensors: Mapping[str, np.ndarray], _logits: np.ndarray) -> Any:
-                keys, _ = bigram_keys(tensors[ids_name], start, vocab)
+                keys, current = bigram_keys(tensors[ids_name], start, vocab)
+                at = np.minimum(seen.searchsorted(keys), last)
+                index = np.where(seen[at] == keys, at + vocab, current)
                 mask = tensors[mask_name].astype(np.float32)
-                per_language = (table[:, keys] * mask).sum(axis=2) / np.maximum(
+                per_language = (table[:, index] * mask).sum(axis=2) / np.maximum(
                     mask.sum(axis=1), np.float32(1.0)
                 )
                 return -per_language.max(axis=0)

@@ -73,6 +73,38 @@ def test_bigram_keys_start_with_the_start_token_and_clip_ids() -> None:
     assert current.tolist() == [[5, 7, 0], [9, 9, 0]]
 
 
+def test_token_bigram_reads_seen_pairs_and_falls_back_to_the_unigram_term() -> None:
+    vocab, start = 4, 3
+    seen = np.array([3 * vocab + 1, 1 * vocab + 2], np.int64)  # (start, 1) and (1, 2)
+    seen.sort()
+    unigram = np.log(np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]], np.float32))
+    pairs = np.log(np.array([[0.9, 0.8], [0.05, 0.06]], np.float32))  # at the sorted keys
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "text",
+        "inputs": {"input_ids": "IDS", "attention_mask": "MASK"},
+        "components": [{"name": "token_bigram", "weight": 1.0, "mean": 0.0, "std": 1.0}],
+        "threshold": 1.0,
+        "expected_rate": 0.03,
+        "vocab_size": vocab,
+        "start_id": start,
+    }
+    arrays = {
+        "bigram_keys": seen,
+        "bigram_log_probability": pairs,
+        "unigram_log_probability": unigram,
+    }
+    detector = OodDetector(record, arrays)
+    # row 0: (3,1) seen, (1,2) seen, (2,0) unseen; row 1: (3,2) unseen, then padding
+    ids = np.array([[1, 2, 0], [2, 0, 0]])
+    mask = np.array([[1, 1, 1], [1, 0, 0]])
+    by_key = dict(zip(seen.tolist(), pairs.T, strict=True))
+    first = [by_key[13], by_key[6], unigram[:, 0]]
+    expected = [-np.max(np.mean(first, axis=0)), -np.max(unigram[:, 2])]
+    got = detector.score({"IDS": ids, "MASK": mask}, np.zeros((2, 2), np.float32))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
 def _sequence_detector(threshold: float = 3.0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     features = 3 * 2 + 1
     record = {

@@ -189,12 +189,6 @@ def test_reference_figures_are_reproduced(
     assert result.to_json() == SETS[set_name]["detectors"][detector_name]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not met yet: the committed model scores 0.9690 overall and 0.8834 on <= 4 words, "
-    "below the targets, below both reference detectors overall and below lingua on <= 4 words "
-    "(MODEL_CARD.md)",
-)
 def test_home_assistant_targets_are_met_above_both_references() -> None:
     # The figures themselves are re-computed above; this holds them to the bar.
     detectors = SETS["home_assistant"]["detectors"]
