@@ -90,7 +90,7 @@ def start_gateway_process(
 
     `env` adds other variables (OTEL_*, PROMETHEUS_MULTIPROC_DIR), `args` command-line options.
     The log level is `warning` unless `settings` says otherwise. Fails the test with the log's
-    tail if the process exits or is not ready within `ready_timeout_s` (and stops it then).
+    tail if the process exits or is not ready within `ready_timeout_s` (and kills it then).
     """
     values: dict[str, object] = {
         "host": "127.0.0.1",
@@ -103,7 +103,7 @@ def start_gateway_process(
     full_env = {**os.environ, "PYTHONPATH": python_path, **settings_env(values), **(env or {})}
     command = [sys.executable, "-m", "service.cli", "serve", *args]
     with log_path.open("wb") as log:
-        # Its own session: a Ctrl-C in the terminal reaches pytest, which then stops it in order.
+        # Its own session: a Ctrl-C in the terminal reaches only pytest, whose teardown stops it.
         process = subprocess.Popen(
             command, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -115,7 +115,11 @@ def start_gateway_process(
         grpc_address=f"{host}:{values['grpc_port']}",
         log_path=log_path,
     )
-    problem = _wait_until_ready(gateway, ready_timeout_s)
+    try:
+        problem = _wait_until_ready(gateway, ready_timeout_s)
+    except BaseException:  # interrupted while waiting: nothing else would stop it
+        gateway.kill()
+        raise
     if problem is not None:
         gateway.kill()
         pytest.fail(f"{problem}; the log ({log_path}) ends:\n{gateway.log_tail()}", pytrace=False)
