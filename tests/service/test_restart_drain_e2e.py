@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -183,10 +184,14 @@ def rolling_restart(
     """SIGTERM to one of two gateways behind balancers (HTTP and gRPC), clients on the balancers."""
     logs = tmp_path_factory.mktemp("rolling")
     settings = {"drain_s": str(DRAIN_S), "grpc_max_connection_age_s": "0.5"}
-    stopping = _start_gateway(triton_server, model_repository, logs / "stopping.log", **settings)
-    staying = _start_gateway(triton_server, model_repository, logs / "staying.log", **settings)
-    gateways = (stopping, staying)
-    try:
+    with ExitStack() as started:  # each gateway is killed at the end, even if the next fails
+        stopping = _start_gateway(
+            triton_server, model_repository, logs / "stopping.log", **settings
+        )
+        started.callback(stopping.kill)
+        staying = _start_gateway(triton_server, model_repository, logs / "staying.log", **settings)
+        started.callback(staying.kill)
+        gateways = (stopping, staying)
         http = [_backend(gateway.address, gateway.url) for gateway in gateways]
         grpc = [_backend(gateway.grpc_address, gateway.url) for gateway in gateways]
         with ReadinessBalancer(http) as http_lb, ReadinessBalancer(grpc) as grpc_lb:
@@ -205,9 +210,6 @@ def rolling_restart(
             "grpc": [b.connections for b in grpc],
         }
         yield record
-    finally:
-        for gateway in gateways:
-            gateway.kill()
 
 
 @pytest.mark.parametrize("clients", ["http", "grpc", "probe"])
