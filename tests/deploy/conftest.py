@@ -14,11 +14,10 @@ from tests.conftest import running_triton
 from tests.deploy.deploy_support import (
     REPO_ROOT,
     Dockerfile,
-    Gateway,
     parse_dockerfile,
     start_gateway,
-    stop_process,
 )
+from tests.gateway_process import GatewayProcess
 
 
 @pytest.fixture(scope="session")
@@ -59,14 +58,11 @@ def gateway_over_two_tritons(
     second_triton: LocalTriton,
     model_repository: Path,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Gateway]:
+) -> Iterator[GatewayProcess]:
     """A real gateway given both Tritons as MODELGATE_TRITON_URL=a,b."""
-    gateway = start_gateway(
+    with start_gateway(
         model_repository,
         [triton_server.grpc_url, second_triton.grpc_url],
         tmp_path_factory.mktemp("gateway"),
-    )
-    try:
+    ) as gateway:
         yield gateway
-    finally:
-        stop_process(gateway.process)

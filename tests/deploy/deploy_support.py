@@ -8,17 +8,16 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
 from service.cli import stop_process as cli_stop_process
-from service.local_triton import free_port
+from tests.gateway_process import GatewayProcess, start_gateway_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -113,23 +112,6 @@ def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
 # --- the local stack: real Triton servers and a real gateway ------------------------------------
 
 
-@dataclass
-class Gateway:
-    """A `modelgate serve` process on a local port."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    triton_urls: list[str]
-
-    @property
-    def address(self) -> str:
-        return self.url.removeprefix("http://")
-
-    def log_tail(self, lines: int = 20) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-
 def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
     give_up = time.monotonic() + timeout_s
     while time.monotonic() < give_up:
@@ -143,45 +125,17 @@ def start_gateway(
     repository: Path,
     triton_urls: list[str],
     log_dir: Path,
-    settings: dict[str, str] | None = None,
-) -> Gateway:
-    """`modelgate serve` configured the way the deployment files configure it: MODELGATE_* env
-    (`settings` adds or overrides variables)."""
-    port = free_port()
-    log_path = log_dir / f"gateway-{port}.log"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-        "MODELGATE_HOST": "127.0.0.1",
-        "MODELGATE_PORT": str(port),
-        "MODELGATE_GRPC_PORT": str(free_port()),
-        "MODELGATE_WORKERS": "1",
-        "MODELGATE_MODEL_REPOSITORY": str(repository),
-        "MODELGATE_TRITON_URL": ",".join(triton_urls),
-        "MODELGATE_LOG_LEVEL": "warning",
+    settings: Mapping[str, object] | None = None,
+) -> GatewayProcess:
+    """`modelgate serve` configured the way the deployment files configure it: one worker, every
+    Triton replica in MODELGATE_TRITON_URL (`settings`, by field name, adds or overrides)."""
+    values = {
+        "workers": 1,
+        "model_repository": repository,
+        "triton_url": ",".join(triton_urls),
         **(settings or {}),
     }
-    command = [sys.executable, "-c", "from service.cli import app; app()", "serve"]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    gateway = Gateway(f"http://127.0.0.1:{port}", process, log_path, triton_urls)
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"the gateway exited:\n{gateway.log_tail()}")
-        try:
-            return httpx.get(f"{gateway.url}/readyz", timeout=2.0).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_until(ready, 60.0, f"the gateway's /readyz at {gateway.url}")
-    except AssertionError:
-        stop_process(process)
-        raise
-    return gateway
+    return start_gateway_process(log_dir / "gateway.log", values)
 
 
 def stop_process(process: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:

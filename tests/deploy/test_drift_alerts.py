@@ -23,8 +23,9 @@ import yaml
 from loadtests.payloads import held_out_items
 from loadtests.sla import PayloadKind, Shift
 from service.local_triton import LocalTriton
-from tests.deploy.deploy_support import Gateway, start_gateway, stop_process, wait_until
+from tests.deploy.deploy_support import start_gateway, wait_until
 from tests.deploy.test_prometheus_scrape import RULES, PrometheusServer, local_config
+from tests.gateway_process import GatewayProcess
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.triton, pytest.mark.gateway, pytest.mark.slow]
 
@@ -49,7 +50,9 @@ def json_item(kind: PayloadKind, item: Any) -> Any:
     return item
 
 
-def send_items(gateway: Gateway, model: str, kind: PayloadKind, items: Sequence[Any]) -> None:
+def send_items(
+    gateway: GatewayProcess, model: str, kind: PayloadKind, items: Sequence[Any]
+) -> None:
     """`WINDOW_ITEMS` + 100 items, shuffled and cycled, in requests of ITEMS_PER_REQUEST."""
     order = np.random.default_rng(5).permutation(len(items))
     picks = [items[order[i % len(order)]] for i in range(WINDOW_ITEMS + 100)]
@@ -78,20 +81,19 @@ def rules_with_short_drift_for(tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def drift_gateway(
     triton_server: LocalTriton, model_repository: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Gateway]:
+) -> Iterator[GatewayProcess]:
     """A gateway with the default drift settings (drift monitoring is on by default)."""
-    gateway = start_gateway(
+    with start_gateway(
         model_repository, [triton_server.grpc_url], tmp_path_factory.mktemp("drift-gateway")
-    )
-    try:
+    ) as gateway:
         yield gateway
-    finally:
-        stop_process(gateway.process)
 
 
 @pytest.fixture(scope="module")
 def prometheus(
-    drift_gateway: Gateway, triton_server: LocalTriton, tmp_path_factory: pytest.TempPathFactory
+    drift_gateway: GatewayProcess,
+    triton_server: LocalTriton,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[PrometheusServer]:
     workdir = tmp_path_factory.mktemp("drift-prometheus")
     targets = {
@@ -117,7 +119,7 @@ def drift_alerts(prometheus: PrometheusServer) -> list[dict[str, Any]]:
 
 
 def test_held_out_traffic_stays_quiet_then_shifted_traffic_fires(
-    drift_gateway: Gateway, prometheus: PrometheusServer
+    drift_gateway: GatewayProcess, prometheus: PrometheusServer
 ) -> None:
     models = sorted(SHIFTS)
     # 1. Held-out traffic fills every window.

@@ -23,19 +23,18 @@ import httpx
 import pytest
 import yaml
 
-from service.local_triton import LocalTriton
+from service.local_triton import LocalTriton, free_port
 from service.model_contract import ROUTING_FILE
 from tests.conftest import running_triton
 from tests.deploy.deploy_support import (
     REPO_ROOT,
-    Gateway,
-    free_port,
     require_tool,
     start_gateway,
     stop_process,
     wait_until,
 )
 from tests.deploy.deploy_traffic import bad_requests, send, valid_requests
+from tests.gateway_process import GatewayProcess
 from tests.service.versioned_repository import MODEL, add_version, set_version_policy
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.triton, pytest.mark.gateway, pytest.mark.slow]
@@ -187,23 +186,24 @@ def shadow_repository(model_repository: Path, tmp_path_factory: pytest.TempPathF
 @pytest.fixture(scope="module")
 def stack(
     shadow_repository: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[Gateway, list[LocalTriton]]]:
+) -> Iterator[tuple[GatewayProcess, list[LocalTriton]]]:
     """Two Tritons and one gateway over both, on `shadow_repository`."""
     with ExitStack() as stack:
         tritons = [stack.enter_context(running_triton(shadow_repository, "a scrape Triton"))]
         tritons.append(stack.enter_context(running_triton(shadow_repository, "a scrape Triton")))
-        gateway = start_gateway(
-            shadow_repository,
-            [server.grpc_url for server in tritons],
-            tmp_path_factory.mktemp("gateway"),
+        gateway = stack.enter_context(
+            start_gateway(
+                shadow_repository,
+                [server.grpc_url for server in tritons],
+                tmp_path_factory.mktemp("gateway"),
+            )
         )
-        stack.callback(stop_process, gateway.process)
         yield gateway, tritons
 
 
 @pytest.fixture(scope="module")
 def prometheus(
-    stack: tuple[Gateway, list[LocalTriton]], tmp_path_factory: pytest.TempPathFactory
+    stack: tuple[GatewayProcess, list[LocalTriton]], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[PrometheusServer]:
     gateway, tritons = stack
     targets = {
@@ -221,7 +221,7 @@ def prometheus(
 
 @pytest.fixture(scope="module")
 def traffic(
-    stack: tuple[Gateway, list[LocalTriton]], shadow_repository: Path
+    stack: tuple[GatewayProcess, list[LocalTriton]], shadow_repository: Path
 ) -> Iterator[list[int]]:
     """Keeps a light, bounded request stream going while the module's checks run."""
     gateway, _ = stack

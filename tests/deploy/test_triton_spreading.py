@@ -15,9 +15,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.local_triton import LocalTriton
-from tests.deploy.deploy_support import Gateway, free_port, start_gateway, stop_process
+from service.local_triton import LocalTriton, free_port
+from tests.deploy.deploy_support import start_gateway
 from tests.deploy.deploy_traffic import send, valid_requests
+from tests.gateway_process import GatewayProcess
 
 pytestmark = [pytest.mark.triton, pytest.mark.gateway, pytest.mark.slow]
 
@@ -28,7 +29,7 @@ def successful_inferences(server: LocalTriton) -> int:
     return sum(int(m["inference_stats"]["success"]["count"]) for m in stats["model_stats"])
 
 
-def triton_up(gateway: Gateway) -> dict[str, float]:
+def triton_up(gateway: GatewayProcess) -> dict[str, float]:
     text = httpx.get(f"{gateway.url}/metrics", timeout=10.0).text
     return {
         sample.labels["endpoint"]: sample.value
@@ -39,7 +40,7 @@ def triton_up(gateway: Gateway) -> dict[str, float]:
 
 
 def test_batches_go_to_both_tritons(
-    gateway_over_two_tritons: Gateway,
+    gateway_over_two_tritons: GatewayProcess,
     triton_server: LocalTriton,
     second_triton: LocalTriton,
     model_repository: Path,
@@ -57,22 +58,28 @@ def test_batches_go_to_both_tritons(
 
 
 @pytest.fixture
+def dead_replica() -> str:
+    return f"127.0.0.1:{free_port()}"  # nothing listens there
+
+
+@pytest.fixture
 def gateway_with_a_dead_replica(
-    triton_server: LocalTriton, model_repository: Path, tmp_path: Path
-) -> Iterator[Gateway]:
-    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
-    gateway = start_gateway(model_repository, [dead, triton_server.grpc_url], tmp_path)
-    try:
+    dead_replica: str, triton_server: LocalTriton, model_repository: Path, tmp_path: Path
+) -> Iterator[GatewayProcess]:
+    with start_gateway(
+        model_repository, [dead_replica, triton_server.grpc_url], tmp_path
+    ) as gateway:
         yield gateway
-    finally:
-        stop_process(gateway.process)
 
 
 def test_a_replica_that_is_down_costs_no_request(
-    gateway_with_a_dead_replica: Gateway, triton_server: LocalTriton, model_repository: Path
+    gateway_with_a_dead_replica: GatewayProcess,
+    dead_replica: str,
+    triton_server: LocalTriton,
+    model_repository: Path,
 ) -> None:
     gateway = gateway_with_a_dead_replica
-    dead, live = gateway.triton_urls
+    dead, live = dead_replica, triton_server.grpc_url
     before = successful_inferences(triton_server)
     requests = valid_requests(model_repository, count=6)
     with httpx.Client(base_url=gateway.url) as client:

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from service.cli import wait_for_gateway
-from service.local_triton import LocalTriton, free_port
+from service.local_triton import LocalTriton
+from tests.gateway_process import start_gateway_process
 
 
 @pytest.fixture(scope="module")
@@ -19,33 +16,7 @@ def gateway_url(
     triton_server: LocalTriton, model_repository: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """`modelgate serve` on a free port, talking gRPC to the session's Triton."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "MODELGATE_MODEL_REPOSITORY": str(model_repository),
-        "MODELGATE_TRITON_URL": triton_server.grpc_url,
-        "MODELGATE_HOST": "127.0.0.1",
-        "MODELGATE_PORT": str(port),
-        "MODELGATE_GRPC_PORT": str(free_port()),
-    }
-    log = tmp_path_factory.mktemp("gateway") / "gateway.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"], env=env, stdout=sink, stderr=sink
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_gateway(url, process, timeout_s=60)
-    except RuntimeError as exc:
-        process.kill()
-        process.wait()
-        pytest.fail(f"gateway did not start: {exc}\n{log.read_text()[-2000:]}", pytrace=False)
-    try:
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    log_path = tmp_path_factory.mktemp("gateway") / "gateway.log"
+    settings = {"model_repository": model_repository, "triton_url": triton_server.grpc_url}
+    with start_gateway_process(log_path, settings) as gateway:
+        yield gateway.url

@@ -4,7 +4,6 @@ waited for until the gateway reports it, and the run passes only with zero faile
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import wait_for_gateway
-from service.local_triton import free_port
 from service.model_contract import ROUTING_FILE
+from tests.gateway_process import start_gateway_process
 from tests.service.versioned_repository import MODEL, add_version, copy_model, set_version_policy
 
 pytestmark = [pytest.mark.gateway, pytest.mark.slow]
@@ -33,27 +31,10 @@ def repository(tmp_path_factory: pytest.TempPathFactory, model_repository: Path)
 @pytest.fixture(scope="module")
 def gateway_url(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`modelgate serve` with in-process ONNX Runtime on the two-version repository."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "MODELGATE_MODEL_REPOSITORY": str(repository),
-        "MODELGATE_BACKEND": "embedded",
-        "MODELGATE_PORT": str(port),
-        "MODELGATE_GRPC_PORT": str(free_port()),
-        "MODELGATE_ROUTING_RELOAD_S": "0.2",
-    }
-    log = tmp_path_factory.mktemp("gateway") / "gateway.log"
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"], env=env, stdout=sink, stderr=sink
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_gateway(url, process, timeout_s=60)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
+    log_path = tmp_path_factory.mktemp("gateway") / "gateway.log"
+    settings = {"model_repository": repository, "backend": "embedded", "routing_reload_s": 0.2}
+    with start_gateway_process(log_path, settings) as gateway:
+        yield gateway.url
 
 
 def test_promote_and_rollback_during_the_load_cost_no_request(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -16,8 +15,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from service.cli import wait_for_gateway
-from service.local_triton import LocalTriton, free_port
+from service.local_triton import LocalTriton
+from tests.gateway_process import start_gateway_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,26 +82,21 @@ def predictions_served_by(worker: psutil.Process, scratch: Path) -> float:
 def test_two_workers_serve_and_share_metrics(
     triton_server: LocalTriton, model_repository: Path, tmp_path: Path
 ) -> None:
-    port = free_port()
-    process = serve(
+    gateway = start_gateway_process(
+        tmp_path / "gateway.log",
         {
-            "MODELGATE_MODEL_REPOSITORY": str(model_repository),
-            "MODELGATE_TRITON_URL": triton_server.grpc_url,
-            "MODELGATE_LOG_LEVEL": "warning",
-            "PROMETHEUS_MULTIPROC_DIR": "",  # let the command create a fresh one
-            "MODELGATE_GRPC_PORT": str(free_port()),
+            "model_repository": model_repository,
+            "triton_url": triton_server.grpc_url,
             # each worker keeps its own drift window and refreshes its gauges on a timer
-            "MODELGATE_DRIFT_MIN_ITEMS": "1",
-            "MODELGATE_DRIFT_REFRESH_S": "0.2",
+            "drift_min_items": 1,
+            "drift_refresh_s": 0.2,
         },
-        "--port",
-        str(port),
-        "--workers",
-        "2",
+        env={"PROMETHEUS_MULTIPROC_DIR": ""},  # let the command create a fresh one
+        args=["--workers", "2"],
+        ready_timeout_s=90,
     )
-    url = f"http://127.0.0.1:{port}"
+    process, url = gateway.process, gateway.url
     try:
-        wait_for_gateway(url, process, timeout_s=90)  # type: ignore[arg-type]
         # uvicorn's workers are spawned children (multiprocessing's resource tracker is another).
         workers = [
             child
@@ -137,5 +131,4 @@ def test_two_workers_serve_and_share_metrics(
         assert f"{fill} {max(served.values())}" in metrics
         assert 'modelgate_drift_psi{feature="tokens",model="langid_transformer"' in metrics
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=60)
+        gateway.stop(grace_s=60)

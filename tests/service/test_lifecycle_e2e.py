@@ -18,9 +18,8 @@ import tritonclient.http as httpclient
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from service.local_triton import LocalTriton, LocalTritonError, free_port
+from service.local_triton import LocalTriton, LocalTritonError
 from service.model_contract import CONFIG_FILE, MODEL_FILE
-from service.settings import Settings
 from tests.service.load_clients import Answer, LoadClients
 from tests.service.rest.conftest import RunningGateway
 from tests.service.rest.payloads import digit_pngs
@@ -66,8 +65,6 @@ def start_gateway(repository: Path, triton: LocalTriton, **overrides: Any) -> Ru
     values: dict[str, Any] = {
         "model_repository": repository,
         "triton_url": triton.grpc_url,
-        "port": free_port(),
-        "grpc_port": free_port(),
         "api_key": API_KEY,
         "watch_interval_s": 0.25,
         # A request of a version whose directory was deleted waits for its successor to load
@@ -75,7 +72,7 @@ def start_gateway(repository: Path, triton: LocalTriton, **overrides: Any) -> Ru
         "request_timeout_s": 30.0,
     }
     values.update(overrides)
-    return RunningGateway(Settings(**values)).start()
+    return RunningGateway.on_free_ports(**values).start()
 
 
 @pytest.fixture(scope="module")
@@ -317,14 +314,8 @@ def test_embedded_backend_loads_and_unloads_live(
     """The same lifecycle without Triton: in-process ONNX Runtime sessions per version."""
     root = tmp_path / "repository"
     model_dir = copy_model(model_repository, root)
-    gateway = RunningGateway(
-        Settings(
-            model_repository=root,
-            backend="embedded",
-            port=free_port(),
-            grpc_port=free_port(),
-            watch_interval_s=0.1,
-        )
+    gateway = RunningGateway.on_free_ports(
+        model_repository=root, backend="embedded", watch_interval_s=0.1
     ).start()
     url = f"{gateway.url}/v1/models/{MODEL}/predict"
     upload = [("files", ("d.png", images[0], "image/png"))]

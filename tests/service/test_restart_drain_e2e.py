@@ -9,11 +9,9 @@ balancer that follows their readiness, as a rolling update does.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -21,13 +19,12 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from loadtests.restart_load import Backend, ReadinessBalancer, RestartRecord, sigterm_under_load
-from service.cli import wait_for_gateway
-from service.local_triton import LocalTriton, free_port
+from service.local_triton import LocalTriton
 from service.settings import Settings
+from tests.gateway_process import GatewayProcess, start_gateway_process
 
 pytestmark = [pytest.mark.triton, pytest.mark.gateway]
 
-ROOT = Path(__file__).resolve().parents[2]
 DRAIN_S = 2.0
 GRACE_S = Settings.model_fields["shutdown_grace_s"].default
 CLIENTS = 16
@@ -35,30 +32,10 @@ CLIENTS = 16
 
 def _start_gateway(
     triton: LocalTriton, repository: Path, log_path: Path, **settings: str
-) -> tuple[subprocess.Popen[bytes], str, str]:
-    port, grpc_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "MODELGATE_MODEL_REPOSITORY": str(repository),
-        "MODELGATE_TRITON_URL": triton.grpc_url,
-        "MODELGATE_PORT": str(port),
-        "MODELGATE_GRPC_PORT": str(grpc_port),
-        "MODELGATE_LOG_LEVEL": "warning",
-        **{f"MODELGATE_{name.upper()}": value for name, value in settings.items()},
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"], env=env, stdout=log, stderr=log
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_gateway(url, process, timeout_s=60)
-    except RuntimeError as exc:
-        process.kill()
-        process.wait()
-        pytest.fail(f"gateway did not start: {exc}\n{log_path.read_text()[-2000:]}")
-    return process, url, f"127.0.0.1:{grpc_port}"
+) -> GatewayProcess:
+    return start_gateway_process(
+        log_path, {"model_repository": repository, "triton_url": triton.grpc_url, **settings}
+    )
 
 
 def _readiness(url: str, grpc_address: str) -> dict[str, object]:
@@ -78,19 +55,19 @@ def _readiness(url: str, grpc_address: str) -> dict[str, object]:
 def restart(
     triton_server: LocalTriton, model_repository: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RestartRecord]:
-    log_path = tmp_path_factory.mktemp("drain") / "gateway.log"
-    process, url, grpc_address = _start_gateway(
+    gateway = _start_gateway(
         triton_server,
         model_repository,
-        log_path,
+        tmp_path_factory.mktemp("drain") / "gateway.log",
         drain_s=str(DRAIN_S),
         # several connection-age GOAWAYs per gRPC client within the drain window
         grpc_max_connection_age_s="0.5",
     )
+    url, grpc_address = gateway.url, gateway.grpc_address
     try:
         before = _readiness(url, grpc_address)
         record = sigterm_under_load(
-            process,
+            gateway.process,
             url,
             grpc_address,
             http_clients=CLIENTS,
@@ -102,12 +79,10 @@ def restart(
             after_signal=lambda: _readiness(url, grpc_address),
         )
         record.after_signal["before"] = before
-        record.after_signal["log"] = log_path.read_text(errors="replace")[-3000:]
+        record.after_signal["log"] = gateway.log_path.read_text(errors="replace")[-3000:]
         yield record
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        gateway.kill()
 
 
 def _window_ends(record: RestartRecord) -> float:
@@ -174,23 +149,24 @@ def test_a_second_signal_ends_the_drain_window(
     triton_server: LocalTriton, model_repository: Path, tmp_path: Path
 ) -> None:
     """A drain window of 10 minutes, cut short by SIGINT after SIGTERM: the gateway exits."""
-    process, url, _ = _start_gateway(
+    gateway = _start_gateway(
         triton_server, model_repository, tmp_path / "gateway.log", drain_s="600"
     )
+    process = gateway.process
     try:
         process.send_signal(signal.SIGTERM)
-        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 503
+        assert httpx.get(f"{gateway.url}/readyz", timeout=10).status_code == 503
         # still serving inside the window
         response = httpx.post(
-            f"{url}/v1/models/langid_transformer/predict", json={"inputs": "hej"}, timeout=10
+            f"{gateway.url}/v1/models/langid_transformer/predict",
+            json={"inputs": "hej"},
+            timeout=10,
         )
         assert response.status_code == 200
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=GRACE_S + 30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        gateway.kill()
 
 
 # -- a rolling restart: two gateways behind a load balancer that follows their readiness -------
@@ -208,15 +184,19 @@ def rolling_restart(
     """SIGTERM to one of two gateways behind balancers (HTTP and gRPC), clients on the balancers."""
     logs = tmp_path_factory.mktemp("rolling")
     settings = {"drain_s": str(DRAIN_S), "grpc_max_connection_age_s": "0.5"}
-    stopping = _start_gateway(triton_server, model_repository, logs / "stopping.log", **settings)
-    staying = _start_gateway(triton_server, model_repository, logs / "staying.log", **settings)
-    (process, *_), gateways = stopping, (stopping, staying)
-    try:
-        http = [_backend(url.removeprefix("http://"), url) for _, url, _ in gateways]
-        grpc = [_backend(address, url) for _, url, address in gateways]
+    with ExitStack() as started:  # each gateway is killed at the end, even if the next fails
+        stopping = _start_gateway(
+            triton_server, model_repository, logs / "stopping.log", **settings
+        )
+        started.callback(stopping.kill)
+        staying = _start_gateway(triton_server, model_repository, logs / "staying.log", **settings)
+        started.callback(staying.kill)
+        gateways = (stopping, staying)
+        http = [_backend(gateway.address, gateway.url) for gateway in gateways]
+        grpc = [_backend(gateway.grpc_address, gateway.url) for gateway in gateways]
         with ReadinessBalancer(http) as http_lb, ReadinessBalancer(grpc) as grpc_lb:
             record = sigterm_under_load(
-                process,
+                stopping.process,
                 f"http://127.0.0.1:{http_lb.port}",
                 f"127.0.0.1:{grpc_lb.port}",
                 http_clients=CLIENTS,
@@ -230,11 +210,6 @@ def rolling_restart(
             "grpc": [b.connections for b in grpc],
         }
         yield record
-    finally:
-        for gateway, *_ in gateways:
-            if gateway.poll() is None:
-                gateway.kill()
-                gateway.wait()
 
 
 @pytest.mark.parametrize("clients", ["http", "grpc", "probe"])

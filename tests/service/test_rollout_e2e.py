@@ -33,11 +33,10 @@ import tritonclient.http as httpclient
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import preprocess
-from service.local_triton import LocalTriton, free_port
+from service.local_triton import LocalTriton
 from service.model_contract import ROUTING_FILE
 from service.repository import load_model_versions
 from service.routing import CLIENT_HEADER, parse_policy
-from service.settings import Settings
 from tests.conftest import running_triton
 from tests.service.rest.conftest import RunningGateway
 from tests.service.rest.payloads import digit_pngs
@@ -77,14 +76,9 @@ def triton(repository: Path) -> Iterator[LocalTriton]:
 
 @pytest.fixture(scope="module")
 def gateway(repository: Path, triton: LocalTriton) -> Iterator[RunningGateway]:
-    settings = Settings(
-        model_repository=repository,
-        triton_url=triton.grpc_url,
-        port=free_port(),
-        grpc_port=free_port(),
-        routing_reload_s=RELOAD_S,
-    )
-    running = RunningGateway(settings).start()
+    running = RunningGateway.on_free_ports(
+        model_repository=repository, triton_url=triton.grpc_url, routing_reload_s=RELOAD_S
+    ).start()
     yield running
     running.stop()
 

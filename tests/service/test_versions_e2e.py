@@ -16,8 +16,7 @@ import tritonclient.http as httpclient
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from service.local_triton import LocalTriton, free_port
-from service.settings import Settings
+from service.local_triton import LocalTriton
 from tests.conftest import running_triton
 from tests.service.rest.conftest import RunningGateway
 from tests.service.rest.payloads import digit_pngs
@@ -62,13 +61,11 @@ def gateway(request: pytest.FixtureRequest, repository: Path) -> Iterator[Runnin
     """A real gateway serving both versions, in front of Triton or with embedded ONNX Runtime."""
     values: dict[str, Any] = {
         "model_repository": repository,
-        "port": free_port(),
-        "grpc_port": free_port(),
         "backend": request.param,
     }
     if request.param == "triton":
         values["triton_url"] = request.getfixturevalue("triton").grpc_url
-    running = RunningGateway(Settings(**values)).start()
+    running = RunningGateway.on_free_ports(**values).start()
     yield running
     running.stop()
 

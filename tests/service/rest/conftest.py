@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,11 @@ class RunningGateway:
         self.url = f"http://127.0.0.1:{settings.port}"
         self.grpc_url = f"127.0.0.1:{settings.grpc_port}"
 
+    @classmethod
+    def on_free_ports(cls, **settings: Any) -> RunningGateway:
+        """A gateway with `settings` (field names) on free HTTP and gRPC ports, not started yet."""
+        return cls(Settings(**{"port": free_port(), "grpc_port": free_port(), **settings}))
+
     def start(self) -> RunningGateway:
         self.thread.start()
         give_up = time.monotonic() + 30
@@ -51,38 +57,37 @@ class RunningGateway:
 GatewayFactory = Callable[..., RunningGateway]
 
 
-@pytest.fixture
-def start_gateway(triton_server: LocalTriton, model_repository: Path) -> Iterator[GatewayFactory]:
-    """Start gateways with setting overrides (in front of the session's Triton by default)."""
+@contextlib.contextmanager
+def gateway_factory(defaults: Mapping[str, Any]) -> Iterator[GatewayFactory]:
+    """Starts gateways with `defaults` updated by each call's settings; stops them all on exit."""
     started: list[RunningGateway] = []
 
     def start(**overrides: Any) -> RunningGateway:
-        values: dict[str, Any] = {
-            "model_repository": model_repository,
-            "triton_url": triton_server.grpc_url,
-            "port": free_port(),
-            "grpc_port": free_port(),
-        }
-        values.update(overrides)
-        gateway = RunningGateway(Settings(**values)).start()
+        gateway = RunningGateway.on_free_ports(**{**defaults, **overrides}).start()
         started.append(gateway)
         return gateway
 
-    yield start
-    for gateway in started:
-        gateway.stop()
+    try:
+        yield start
+    finally:
+        for gateway in started:
+            gateway.stop()
+
+
+@pytest.fixture
+def start_gateway(triton_server: LocalTriton, model_repository: Path) -> Iterator[GatewayFactory]:
+    """Start gateways with setting overrides (in front of the session's Triton by default)."""
+    defaults = {"model_repository": model_repository, "triton_url": triton_server.grpc_url}
+    with gateway_factory(defaults) as start:
+        yield start
 
 
 @pytest.fixture(scope="module")
 def gateway(triton_server: LocalTriton, model_repository: Path) -> Iterator[RunningGateway]:
     """One gateway with default settings, shared by a test module."""
-    settings = Settings(
-        model_repository=model_repository,
-        triton_url=triton_server.grpc_url,
-        port=free_port(),
-        grpc_port=free_port(),
-    )
-    running = RunningGateway(settings).start()
+    running = RunningGateway.on_free_ports(
+        model_repository=model_repository, triton_url=triton_server.grpc_url
+    ).start()
     yield running
     running.stop()
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,13 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.cli import wait_for_gateway
-from service.local_triton import LocalTriton, free_port
+from service.local_triton import LocalTriton
+from tests.gateway_process import start_gateway_process
 from tests.service.rest.payloads import PHRASES
 
 pytestmark = [pytest.mark.triton, pytest.mark.gateway]
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def _inflight(url: str) -> float:
@@ -29,23 +24,20 @@ def _inflight(url: str) -> float:
     raise AssertionError("no modelgate_inflight_requests gauge in /metrics")
 
 
-def test_sigterm_drains_queued_requests(triton_server: LocalTriton, model_repository: Path) -> None:
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "MODELGATE_MODEL_REPOSITORY": str(model_repository),
-        "MODELGATE_TRITON_URL": triton_server.grpc_url,
-        "MODELGATE_PORT": str(port),
-        "MODELGATE_GRPC_PORT": str(free_port()),
-        "MODELGATE_LOG_LEVEL": "warning",
-        # hold batches open for a while so requests are still queued when SIGTERM arrives
-        "MODELGATE_MAX_BATCH_DELAY_MS": "1500",
-    }
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve"], env=env)
-    url = f"http://127.0.0.1:{port}"
+def test_sigterm_drains_queued_requests(
+    triton_server: LocalTriton, model_repository: Path, tmp_path: Path
+) -> None:
+    gateway = start_gateway_process(
+        tmp_path / "gateway.log",
+        {
+            "model_repository": model_repository,
+            "triton_url": triton_server.grpc_url,
+            # hold batches open for a while so requests are still queued when SIGTERM arrives
+            "max_batch_delay_ms": 1500,
+        },
+    )
+    process, url = gateway.process, gateway.url
     try:
-        wait_for_gateway(url, process, timeout_s=60)
         phrases = list(PHRASES)
 
         def call(phrase: str) -> int:
@@ -69,6 +61,4 @@ def test_sigterm_drains_queued_requests(triton_server: LocalTriton, model_reposi
         # uvicorn re-raises the signal it handled once shutdown is complete
         assert process.wait(timeout=30) in (0, -signal.SIGTERM)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        gateway.kill()

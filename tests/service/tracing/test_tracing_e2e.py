@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,15 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 
-from service.local_triton import LocalTriton, free_port
-from service.settings import Settings
+from service.local_triton import LocalTriton
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.service.oip.conftest import model_tensors
-from tests.service.rest.conftest import OnnxReference, RunningGateway
+from tests.service.rest.conftest import (
+    GatewayFactory,
+    OnnxReference,
+    RunningGateway,
+    gateway_factory,
+)
 from tests.service.rest.payloads import digit_pngs
 
 pytestmark = [pytest.mark.triton, pytest.mark.gateway]
@@ -45,7 +49,6 @@ SERVER_SPAN_NAMES = {
     "v2_grpc": "inference.GRPCInferenceService/ModelInfer",
 }
 
-GatewayFactory = Callable[..., RunningGateway]
 # Attempts when the gateway talks gRPC to Triton (see the module docstring); measured loss
 # is a few percent per request, so five attempts all losing would be a real failure.
 GRPC_ATTEMPTS = 5
@@ -71,26 +74,15 @@ def start_gateway(
     exporting to the receiver (OTLP/gRPC unless told otherwise)."""
     # The SDK's standard variable: export every 50 ms instead of every 5 s.
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
-    started: list[RunningGateway] = []
+    defaults = {"model_repository": model_repository, "otlp_endpoint": receiver.grpc_endpoint}
+    with gateway_factory(defaults) as start_traced:
 
-    def start(**overrides: Any) -> RunningGateway:
-        protocol = overrides.get("triton_protocol", "http")
-        values: dict[str, Any] = {
-            "model_repository": model_repository,
-            "triton_url": traced_triton.grpc_url if protocol == "grpc" else traced_triton.http_url,
-            "triton_protocol": protocol,
-            "port": free_port(),
-            "grpc_port": free_port(),
-            "otlp_endpoint": receiver.grpc_endpoint,
-        }
-        values.update(overrides)
-        gateway = RunningGateway(Settings(**values)).start()
-        started.append(gateway)
-        return gateway
+        def start(**overrides: Any) -> RunningGateway:
+            protocol = overrides.get("triton_protocol", "http")
+            url = traced_triton.grpc_url if protocol == "grpc" else traced_triton.http_url
+            return start_traced(**{"triton_url": url, "triton_protocol": protocol, **overrides})
 
-    yield start
-    for gateway in started:
-        gateway.stop()
+        yield start
 
 
 def send_image(gateway: RunningGateway, protocol: str, png: bytes, headers: dict[str, str]) -> str:

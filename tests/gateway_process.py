@@ -1,0 +1,146 @@
+"""A real `modelgate serve` process on free ports, for the tests that need a separate process
+(signals, several workers, the CLI's own start-up): started, waited for, stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+import pytest
+
+from service.local_triton import free_port
+from service.settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+READY_TIMEOUT_S = 60.0
+STOP_GRACE_S = 15.0
+LOG_TAIL_LINES = 40
+
+
+@dataclass
+class GatewayProcess:
+    """A running `modelgate serve` and where to reach it; a context manager that stops it."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    grpc_address: str
+    log_path: Path
+
+    @property
+    def address(self) -> str:
+        """host:port of the HTTP listener (what a Prometheus target or a balancer takes)."""
+        return self.url.removeprefix("http://")
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within `grace_s`; nothing if it has exited."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL at once (for tests that already sent their own signals); reaps the process."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
+    def __enter__(self) -> GatewayProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def settings_env(settings: Mapping[str, object]) -> dict[str, str]:
+    """MODELGATE_* variables for `Settings` field names; an unknown name is a test's typo."""
+    unknown = sorted(set(settings) - set(Settings.model_fields))
+    if unknown:
+        raise ValueError(f"not gateway settings: {', '.join(unknown)}")
+    return {f"MODELGATE_{name.upper()}": str(value) for name, value in settings.items()}
+
+
+def start_gateway_process(
+    log_path: Path,
+    settings: Mapping[str, object],
+    *,
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] = (),
+    ready_timeout_s: float = READY_TIMEOUT_S,
+) -> GatewayProcess:
+    """`modelgate serve` with `settings` (Settings field names) on free HTTP and gRPC ports unless
+    `settings` names them, logging to `log_path`; returns once /readyz answers 200.
+
+    `env` adds other variables (OTEL_*, PROMETHEUS_MULTIPROC_DIR), `args` command-line options.
+    The log level is `warning` unless `settings` says otherwise. Fails the test with the log's
+    tail if the process exits or is not ready within `ready_timeout_s` (and kills it then).
+    """
+    values: dict[str, object] = {
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "grpc_port": free_port(),
+        "log_level": "warning",
+        **settings,
+    }
+    python_path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    full_env = {**os.environ, "PYTHONPATH": python_path, **settings_env(values), **(env or {})}
+    command = [sys.executable, "-m", "service.cli", "serve", *args]
+    with log_path.open("wb") as log:
+        # Its own session: a Ctrl-C in the terminal reaches only pytest, whose teardown stops it.
+        process = subprocess.Popen(
+            command, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    # A gateway bound to every interface is reached on the loopback one.
+    host = "127.0.0.1" if values["host"] == "0.0.0.0" else values["host"]
+    gateway = GatewayProcess(
+        process=process,
+        url=f"http://{host}:{values['port']}",
+        grpc_address=f"{host}:{values['grpc_port']}",
+        log_path=log_path,
+    )
+    try:
+        problem = _wait_until_ready(gateway, ready_timeout_s)
+    except BaseException:  # interrupted while waiting: nothing else would stop it
+        gateway.kill()
+        raise
+    if problem is not None:
+        gateway.kill()
+        pytest.fail(f"{problem}; the log ({log_path}) ends:\n{gateway.log_tail()}", pytrace=False)
+    return gateway
+
+
+def _wait_until_ready(gateway: GatewayProcess, timeout_s: float) -> str | None:
+    """None once /readyz answers 200, else why it never did."""
+    give_up = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < give_up:
+        code = gateway.process.poll()
+        if code is not None:
+            return f"the gateway exited with code {code} before it was ready"
+        try:
+            response = httpx.get(f"{gateway.url}/readyz", timeout=2.0)
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        else:
+            if response.status_code == 200:
+                return None
+            last = f"{response.status_code} {response.text[:200]}"
+        time.sleep(0.2)
+    return f"the gateway at {gateway.url} was not ready within {timeout_s:.0f} s (last: {last})"
