@@ -149,7 +149,6 @@ def serve(
     import uvicorn
 
     from service import drain
-    from service.http_protocol import CoalescingHttpToolsProtocol
 
     settings = _settings_from(
         {
@@ -174,8 +173,6 @@ def serve(
         "access_log": settings.access_log,
         "timeout_graceful_shutdown": max(1, round(settings.shutdown_grace_s)),
     }
-    if settings.coalesce_writes:  # one socket write per answer instead of two
-        options["http"] = CoalescingHttpToolsProtocol
     app_factory = "service.app:create_app_from_env"
     if settings.workers == 1:
         # SIGTERM: not ready at once, serve through the drain window, close cleanly, exit 0

@@ -143,10 +143,6 @@ class Settings(BaseSettings):
     """One uvicorn log line per HTTP request. Off by default: it costs CPU on the hot path, and
     the metrics and `X-Request-ID` already account for every request."""
 
-    coalesce_writes: bool = True
-    """Send each HTTP answer's headers and body in one socket write (service/http_protocol.py)
-    instead of uvicorn's two. Off: uvicorn's own protocol, unchanged."""
-
     otlp_endpoint: str | None = None
     """OpenTelemetry collector that receives a trace of each request over OTLP: for `grpc`
     `http://host:4317`, for `http/protobuf` `http://host:4318/v1/traces` (https: TLS). Unset or
