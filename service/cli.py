@@ -182,22 +182,27 @@ def serve(
 
 
 def wait_for_gateway(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """Poll `url`/readyz until 200; fail early if the process exits."""
+    """Poll `url`/readyz until 200; fail early if the process exits. The error says why it never
+    got ready: the exit code, or the last answer (status and body) or connection error."""
     give_up = time.monotonic() + timeout_s
     last = "no answer"
     while time.monotonic() < give_up:
         if process.poll() is not None:
-            raise RuntimeError(f"the gateway exited with code {process.returncode}")
+            raise RuntimeError(
+                f"the gateway exited with code {process.returncode} before it was ready"
+            )
         try:
             with urllib.request.urlopen(f"{url}/readyz", timeout=2.0) as response:
                 if response.status == 200:
                     return
         except urllib.error.HTTPError as exc:
-            last = exc.read().decode(errors="replace")
+            last = f"{exc.code} {exc.read().decode(errors='replace')[:200]}"
         except (urllib.error.URLError, OSError) as exc:
-            last = str(exc)
+            last = f"{type(exc).__name__}: {exc}"
         time.sleep(0.2)
-    raise RuntimeError(f"the gateway was not ready within {timeout_s:.0f} s: {last}")
+    raise RuntimeError(
+        f"the gateway at {url} was not ready within {timeout_s:.0f} s (last: {last})"
+    )
 
 
 def stop_process(process: subprocess.Popen[bytes], grace_s: float) -> None:

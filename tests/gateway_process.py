@@ -4,18 +4,16 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-import httpx
 import pytest
 
+from service.cli import stop_process, wait_for_gateway
 from service.local_triton import free_port
 from service.settings import Settings
 
@@ -44,12 +42,7 @@ class GatewayProcess:
 
     def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """SIGTERM, then SIGKILL if it has not exited within `grace_s`; nothing if it has exited."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        stop_process(self.process, grace_s)
 
     def kill(self) -> None:
         """SIGKILL at once (for tests that already sent their own signals); reaps the process."""
@@ -116,31 +109,11 @@ def start_gateway_process(
         log_path=log_path,
     )
     try:
-        problem = _wait_until_ready(gateway, ready_timeout_s)
+        wait_for_gateway(gateway.url, process, ready_timeout_s)
+    except RuntimeError as problem:
+        gateway.kill()
+        pytest.fail(f"{problem}; the log ({log_path}) ends:\n{gateway.log_tail()}", pytrace=False)
     except BaseException:  # interrupted while waiting: nothing else would stop it
         gateway.kill()
         raise
-    if problem is not None:
-        gateway.kill()
-        pytest.fail(f"{problem}; the log ({log_path}) ends:\n{gateway.log_tail()}", pytrace=False)
     return gateway
-
-
-def _wait_until_ready(gateway: GatewayProcess, timeout_s: float) -> str | None:
-    """None once /readyz answers 200, else why it never did."""
-    give_up = time.monotonic() + timeout_s
-    last = "no answer"
-    while time.monotonic() < give_up:
-        code = gateway.process.poll()
-        if code is not None:
-            return f"the gateway exited with code {code} before it was ready"
-        try:
-            response = httpx.get(f"{gateway.url}/readyz", timeout=2.0)
-        except httpx.HTTPError as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        else:
-            if response.status_code == 200:
-                return None
-            last = f"{response.status_code} {response.text[:200]}"
-        time.sleep(0.2)
-    return f"the gateway at {gateway.url} was not ready within {timeout_s:.0f} s (last: {last})"
