@@ -27,7 +27,7 @@ import gettext
 import importlib.metadata
 import re
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -448,6 +448,34 @@ def _wordfreq_phrases(lang: str, count: int, rng: np.random.Generator) -> list[s
         phrases.append(" ".join(words[picks[at : at + n]]))
         at += n
     return phrases
+
+
+def background_texts(
+    locales: Sequence[str],
+    wordfreq_languages: Sequence[str],
+    per_locale: int,
+    per_wordfreq_language: int,
+    rng: np.random.Generator,
+) -> list[str]:
+    """Short texts in languages that are not the model's, cut like the training texts: windows of
+    Django's catalogs in `locales` and word-frequency phrases of `wordfreq_languages`."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("django")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("django")
+    root = Path(spec.origin).parent
+    texts: list[str] = []
+    for locale in locales:
+        files = sorted(root.glob(f"**/locale/{locale}/LC_MESSAGES/*.mo"))
+        translated, _ = _catalog_strings(files)
+        items = sorted({c for c in map(clean, translated) if c})
+        if not items:
+            raise ValueError(f"Django ships no catalog strings for locale {locale!r}")
+        texts += _from_items(items, per_locale, rng)
+    for lang in wordfreq_languages:
+        texts += _wordfreq_phrases(lang, per_wordfreq_language, rng)
+    return texts
 
 
 @dataclass(frozen=True)

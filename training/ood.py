@@ -48,7 +48,7 @@ CALIBRATION_QUANTILE = 0.97
 # it separates letters from digits best but misses photos and noise, which energy catches.
 WEIGHTS: dict[str, dict[str, float]] = {
     "image": {"energy": 1.0, "pixel_distance": 0.5},
-    "text": {"energy": 1.0, "token_bigram": 1.0},
+    "text": {"energy": 1.0, "token_bigram": 1.0, "background_ratio": 4.0},
     "sequence": {"sequence_stats": 1.0},
 }
 PIXEL_COMPONENTS = 40  # principal components of the 28x28 training inputs kept
@@ -57,6 +57,19 @@ UNIGRAM_PSEUDOCOUNT = 0.5
 # Component statistics from every n-th training row (language id: 8,000 of its 192,000 texts).
 COMPONENT_FIT_STRIDE = {"text": 24}
 SEED = data.SEED  # the out-of-distribution sets are drawn with the project seed
+# The language-id background model (outlier exposure): other Latin-script languages, none of
+# them one of the model's eight nor one that the evaluation's sets hold (checked at fit time).
+# Django's interface catalogs of these locales, cut into 1-4 word windows like the training
+# texts, plus word-frequency phrases of the two Latin-script languages wordfreq has beyond
+# the evaluated ones (Icelandic, Serbo-Croatian). Norwegian Nynorsk is left out: it is too
+# close a sibling of the evaluated Bokmal to count as another language.
+BACKGROUND_LOCALES = (
+    "af", "ast", "az", "br", "bs", "cy", "dsb", "eo", "et", "eu", "fy", "ga", "gd", "gl", "hr",
+    "hsb", "ia", "ig", "io", "is", "kab", "lb", "sq", "sr_Latn", "sw", "tk", "uz",
+)  # fmt: skip
+BACKGROUND_WORDFREQ_LANGUAGES = ("is", "sh")
+BACKGROUND_PER_LOCALE = 3000
+BACKGROUND_PER_WORDFREQ_LANGUAGE = 6000
 
 
 # How many of a many-group set's weakest groups the evaluation names (letters: glyphs).
@@ -193,6 +206,24 @@ def in_distribution_sets(model_dir: Path, version: int) -> list[RawSet]:
     _, text_test = data.load_langid_split()
     ids = [f"{data.LANGUAGES[y]}/{i}" for i, y in enumerate(text_test.labels)]
     return [RawSet("held_out", "held-out texts in the eight languages", text_test.texts, ids)]
+
+
+def unseen_in_distribution_sets(model_dir: Path, version: int) -> list[RawSet]:
+    """In-distribution inputs of another source, used neither to fit nor to calibrate: the
+    flagged share on them checks that the threshold holds beyond the held-out split."""
+    if read_preprocessing(model_dir, version)["kind"] != "text":
+        return []
+    from training.langid_eval import home_assistant_set
+
+    commands = home_assistant_set()
+    return [
+        RawSet(
+            commands.name,
+            commands.description,
+            [item.text for item in commands.items],
+            [f"{item.label}/{i}" for i, item in enumerate(commands.items)],
+        )
+    ]
 
 
 # --- out-of-distribution sets ------------------------------------------------------------------
@@ -381,6 +412,61 @@ def _onnx_path(model_dir: Path, version: int) -> Path:
     return model_dir / str(version) / contract.MODEL_FILE
 
 
+def _real_pairs(
+    ids: np.ndarray, mask: np.ndarray, start: int, vocab: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(pair keys, current tokens) of the real (unpadded) tokens of padded [N, T] ids."""
+    keys, current = bigram_keys(ids, start, vocab)
+    real = mask == 1
+    return keys[real], current[real]
+
+
+def _bigram_tables(
+    seen: np.ndarray,
+    keys: np.ndarray,
+    current: np.ndarray,
+    group: np.ndarray,
+    groups: int,
+    vocab: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per group (language): log p(token | previous) at the sorted `seen` keys, interpolated with
+    unigrams ([groups, pairs]), and the unigram term alone for any other pair ([groups, vocab])."""
+    pair = seen.searchsorted(keys)
+    pair_counts = np.bincount(group * len(seen) + pair, minlength=groups * len(seen)).reshape(
+        groups, len(seen)
+    )
+    token_counts = np.bincount(group * vocab + current, minlength=groups * vocab).reshape(
+        groups, vocab
+    )
+    following = np.bincount(group * vocab + keys // vocab, minlength=groups * vocab).reshape(
+        groups, vocab
+    )
+    unigram = (token_counts + UNIGRAM_PSEUDOCOUNT) / (
+        token_counts.sum(axis=1, keepdims=True) + UNIGRAM_PSEUDOCOUNT * vocab
+    )
+    bigram = pair_counts / np.maximum(following[:, seen // vocab], 1)
+    pairs = np.log(BIGRAM_SHARE * bigram + (1 - BIGRAM_SHARE) * unigram[:, seen % vocab])
+    unigrams = np.log((1 - BIGRAM_SHARE) * unigram)
+    return pairs.astype(np.float32), unigrams.astype(np.float32)
+
+
+def _background_texts() -> list[str]:
+    """The background model's texts (BACKGROUND_LOCALES, BACKGROUND_WORDFREQ_LANGUAGES)."""
+    from training.langid_corpus import LANGUAGES, background_texts
+
+    evaluated = {*LATIN_SCRIPT_LANGUAGES, *OTHER_SCRIPT_LANGUAGES, *LANGUAGES, "nn", "no"}
+    named = {code.split("_")[0] for code in (*BACKGROUND_LOCALES, *BACKGROUND_WORDFREQ_LANGUAGES)}
+    if named & evaluated:
+        raise ValueError(f"background languages overlap the evaluated ones: {named & evaluated}")
+    return background_texts(
+        BACKGROUND_LOCALES,
+        BACKGROUND_WORDFREQ_LANGUAGES,
+        BACKGROUND_PER_LOCALE,
+        BACKGROUND_PER_WORDFREQ_LANGUAGE,
+        np.random.default_rng(SEED),
+    )
+
+
 def fit(model_dir: Path, version: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The detector's parameters fitted on the training split (threshold not yet set)."""
     pre = read_preprocessing(model_dir, version)
@@ -412,34 +498,33 @@ def fit(model_dir: Path, version: int) -> tuple[dict[str, Any], dict[str, np.nda
         tokenizer = _tokenizer(model_dir, spec, version)
         vocab = int(tokenizer.get_vocab_size())
         start = int(tokenizer.token_to_id("[EOS]"))
-        ids, mask = inputs[ids_name], inputs[mask_name]
-        keys, current = bigram_keys(ids, start, vocab)
-        real = mask == 1
-        languages = len(data.LANGUAGES)
-        language = np.broadcast_to(labels[:, None], keys.shape)[real]
-        keys, current = keys[real], current[real]
-        # Only the pairs seen in training are stored (sorted keys); every other pair's
-        # probability is the unigram term alone (service/monitoring/ood.py).
-        seen, pair = np.unique(keys, return_inverse=True)
-        pair_counts = np.bincount(
-            language * len(seen) + pair, minlength=languages * len(seen)
-        ).reshape(languages, len(seen))
-        token_counts = np.bincount(language * vocab + current, minlength=languages * vocab).reshape(
-            languages, vocab
+        keys, current = _real_pairs(inputs[ids_name], inputs[mask_name], start, vocab)
+        language = np.broadcast_to(labels[:, None], inputs[ids_name].shape)[inputs[mask_name] == 1]
+        background = _background_texts()
+        ids, mask = features.text_tensors(background, tokenizer, spec)
+        background_keys, background_current = _real_pairs(ids, mask, start, vocab)
+        # Only the pairs seen in training (in the eight languages or the background) are
+        # stored, as sorted keys; any other pair's probability is the unigram term alone
+        # (service/monitoring/ood.py).
+        seen = np.unique(np.concatenate([keys, background_keys]))
+        pairs, unigrams = _bigram_tables(seen, keys, current, language, len(data.LANGUAGES), vocab)
+        arrays.update(bigram_keys=seen, bigram_log_probability=pairs)
+        arrays["unigram_log_probability"] = unigrams
+        pairs, unigrams = _bigram_tables(
+            seen, background_keys, background_current, np.zeros_like(background_keys), 1, vocab
         )
-        following = np.bincount(
-            language * vocab + keys // vocab, minlength=languages * vocab
-        ).reshape(languages, vocab)
-        unigram = (token_counts + UNIGRAM_PSEUDOCOUNT) / (
-            token_counts.sum(axis=1, keepdims=True) + UNIGRAM_PSEUDOCOUNT * vocab
+        arrays["background_bigram_log_probability"] = pairs[0]
+        arrays["background_unigram_log_probability"] = unigrams[0]
+        record.update(
+            vocab_size=vocab,
+            start_id=start,
+            bigram_share=BIGRAM_SHARE,
+            background={
+                "django_locales": list(BACKGROUND_LOCALES),
+                "wordfreq_languages": list(BACKGROUND_WORDFREQ_LANGUAGES),
+                "texts": len(background),
+            },
         )
-        bigram = pair_counts / np.maximum(following[:, seen // vocab], 1)
-        arrays["bigram_keys"] = seen.astype(np.int64)
-        arrays["bigram_log_probability"] = np.log(
-            BIGRAM_SHARE * bigram + (1 - BIGRAM_SHARE) * unigram[:, seen % vocab]
-        ).astype(np.float32)
-        arrays["unigram_log_probability"] = np.log((1 - BIGRAM_SHARE) * unigram).astype(np.float32)
-        record.update(vocab_size=vocab, start_id=start, bigram_share=BIGRAM_SHARE)
     else:
         values_name, mask_name = spec["input"], spec["mask"]
         record["inputs"] = {"sequence": values_name, "mask": mask_name}
@@ -576,6 +661,18 @@ def evaluate(model_dir: Path, version: int, detector: OodDetector | None = None)
         },
         "sets": {},
     }
+    unseen = scored_sets(
+        detector, model_dir, version, unseen_in_distribution_sets(model_dir, version)
+    )
+    if unseen:
+        record["unseen_in_distribution"] = {
+            s.name: {
+                "description": s.description,
+                "evaluated": len(s.scores),
+                "false_positive_rate": round(float(np.mean(s.scores > threshold)), 4),
+            }
+            for s in unseen
+        }
     for s in scored_sets(detector, model_dir, version, ood_sets(model_dir, version)):
         entry: dict[str, Any] = {
             "description": s.description,
@@ -600,7 +697,8 @@ METHOD = {
     "image": "energy of the logits + 0.5 x class-conditional Mahalanobis distance in the top "
     f"{PIXEL_COMPONENTS} principal components of the training inputs",
     "text": "energy of the logits + per-language token-bigram likelihood of the input "
-    f"(interpolated bigram/unigram, {BIGRAM_SHARE:.0%} bigram)",
+    f"(interpolated bigram/unigram, {BIGRAM_SHARE:.0%} bigram) + 4 x its likelihood ratio "
+    "against a background model of other languages",
     "sequence": "Mahalanobis distance (Ledoit-Wolf covariance) of per-channel mean, spread and "
     "frame-to-frame change plus log length",
 }
@@ -634,6 +732,11 @@ def card_section(figures: dict[str, Any]) -> str:
         rows.append(
             f"| `{name}` (in distribution) | {entry['description']} | {entry['evaluated']} | "
             f"— | {entry['false_positive_rate']:.2%} flagged |"
+        )
+    for name, entry in figures.get("unseen_in_distribution", {}).items():
+        rows.append(
+            f"| `{name}` (in distribution, not calibrated on) | {entry['description']} | "
+            f"{entry['evaluated']} | — | {entry['false_positive_rate']:.2%} flagged |"
         )
     for name, entry in figures["sets"].items():
         if "auroc" in entry:

@@ -8,6 +8,10 @@ tensors (as sent to Triton) and its logits, so scoring needs no extra model call
   training inputs, from the input to the training mean of the class the model predicts.
 - `token_bigram` (text models): minus the best per-language mean log-likelihood of the input's
   token bigrams under bigram models of each training language (interpolated with unigrams).
+- `background_ratio` (text models): the input's mean token-bigram log-likelihood under a
+  background model of other languages minus the best of the training languages': a
+  likelihood ratio, high when the input reads more like some other language than like any of
+  the model's (outlier exposure, Hendrycks et al., 2019).
 - `sequence_stats` (sequence models): Mahalanobis distance of per-channel mean, spread and mean
   absolute frame-to-frame change, plus log length, from the training sequences' distribution.
 
@@ -92,6 +96,68 @@ class Component:
     std: float
 
 
+class TokenLikelihood:
+    """Mean log-likelihood of each row's tokens under per-language token-bigram models, and
+    under a background model of other languages when the detector has one.
+
+    Stored sparse: log p(token | previous, language) at the sorted keys of the pairs seen in
+    training ([languages, pairs]); any other pair has the language's unigram term
+    log((1 - share) p(token)) ([languages, vocab]). One table [languages (+ background),
+    vocab + pairs] and one index per token make it one gather. The last batch's result is kept,
+    so the components that read it pay for one gather per batch.
+    """
+
+    def __init__(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        *,
+        vocab: int,
+        start_id: int,
+        ids_name: str,
+        mask_name: str,
+    ) -> None:
+        self._seen = arrays["bigram_keys"]
+        rows = [
+            np.concatenate(
+                [arrays["unigram_log_probability"], arrays["bigram_log_probability"]], axis=1
+            )
+        ]
+        self.languages = len(rows[0])
+        self.has_background = "background_bigram_log_probability" in arrays
+        if self.has_background:
+            rows.append(
+                np.concatenate(
+                    [
+                        arrays["background_unigram_log_probability"],
+                        arrays["background_bigram_log_probability"],
+                    ]
+                )[None]
+            )
+        self._table = np.concatenate(rows).astype(np.float32)
+        self._last = len(self._seen) - 1
+        self._vocab, self._start = vocab, start_id
+        self._ids_name, self._mask_name = ids_name, mask_name
+        self._cached: tuple[np.ndarray | None, np.ndarray] = (None, np.zeros(0))
+
+    def per_language(self, tensors: Mapping[str, np.ndarray]) -> np.ndarray:
+        """[languages (+ 1 background), rows] mean log-likelihood of each row's real tokens."""
+        ids = tensors[self._ids_name]
+        cached_ids, cached = self._cached  # one read: safe if another thread replaces it
+        if cached_ids is ids:
+            return cached
+        keys, current = bigram_keys(ids, self._start, self._vocab)
+        seen = self._seen
+        at = np.minimum(seen.searchsorted(keys), self._last)
+        index = np.where(seen[at] == keys, at + self._vocab, current)
+        mask = tensors[self._mask_name].astype(np.float32)
+        result = (self._table[:, index] * mask).sum(axis=2) / np.maximum(
+            mask.sum(axis=1), np.float32(1.0)
+        )
+        # the ids array is kept alive with its result, so identity cannot be reused
+        self._cached = (ids, result)
+        return result
+
+
 class OodDetector:
     """Scores rows of one model version; built from its ood.json and ood.npz."""
 
@@ -105,6 +171,7 @@ class OodDetector:
         self.expected_rate = float(record["expected_rate"])
         self.inputs: dict[str, str] = dict(record["inputs"])
         self.components = [Component(**c) for c in record["components"]]
+        self._likelihood: TokenLikelihood | None = None
         self._terms: list[tuple[Component, Callable[[Mapping[str, np.ndarray], np.ndarray], Any]]]
         self._terms = [(c, self._term(c.name, arrays, record)) for c in self.components]
         # sum of weight * (term - mean) / std == sum of scale * term + offset
@@ -150,30 +217,22 @@ class OodDetector:
 
             return pixel_distance
         if name == "token_bigram":
-            # Stored sparse: log p(token | previous, language) at the sorted keys of the pairs
-            # seen in training ([languages, pairs]); any other pair has the language's unigram
-            # term log((1 - share) p(token)) ([languages, vocab]). One table [languages,
-            # vocab + pairs] and one index per token make it one gather.
-            seen = arrays["bigram_keys"]
-            table = np.concatenate(
-                [arrays["unigram_log_probability"], arrays["bigram_log_probability"]], axis=1
-            ).astype(np.float32)
-            last = len(seen) - 1
-            vocab = int(record["vocab_size"])
-            start = int(record["start_id"])
-            ids_name, mask_name = inputs["input_ids"], inputs["attention_mask"]
+            likelihood = self._token_likelihood(arrays, record)
 
             def token_bigram(tensors: Mapping[str, np.ndarray], _logits: np.ndarray) -> Any:
-                keys, current = bigram_keys(tensors[ids_name], start, vocab)
-                at = np.minimum(seen.searchsorted(keys), last)
-                index = np.where(seen[at] == keys, at + vocab, current)
-                mask = tensors[mask_name].astype(np.float32)
-                per_language = (table[:, index] * mask).sum(axis=2) / np.maximum(
-                    mask.sum(axis=1), np.float32(1.0)
-                )
-                return -per_language.max(axis=0)
+                return -likelihood.per_language(tensors)[: likelihood.languages].max(axis=0)
 
             return token_bigram
+        if name == "background_ratio":
+            likelihood = self._token_likelihood(arrays, record)
+            if not likelihood.has_background:
+                raise ValueError("background_ratio needs the background_* arrays in ood.npz")
+
+            def background_ratio(tensors: Mapping[str, np.ndarray], _logits: np.ndarray) -> Any:
+                rows = likelihood.per_language(tensors)
+                return rows[likelihood.languages] - rows[: likelihood.languages].max(axis=0)
+
+            return background_ratio
         if name == "sequence_stats":
             lower = whitening(arrays["sequence_precision"])
             sequence_weights = lower.astype(np.float32)
@@ -187,6 +246,21 @@ class OodDetector:
 
             return sequence_stats
         raise ValueError(f"unknown OOD component {name!r}")
+
+    def _token_likelihood(
+        self, arrays: Mapping[str, np.ndarray], record: Mapping[str, Any]
+    ) -> TokenLikelihood:
+        # token_bigram and background_ratio read the same table: built once, and one gather
+        # per batch serves both.
+        if self._likelihood is None:
+            self._likelihood = TokenLikelihood(
+                arrays,
+                vocab=int(record["vocab_size"]),
+                start_id=int(record["start_id"]),
+                ids_name=self.inputs["input_ids"],
+                mask_name=self.inputs["attention_mask"],
+            )
+        return self._likelihood
 
     def component_scores(
         self, tensors: Mapping[str, np.ndarray], logits: np.ndarray

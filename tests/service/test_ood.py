@@ -105,6 +105,60 @@ def test_token_bigram_reads_seen_pairs_and_falls_back_to_the_unigram_term() -> N
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
+def test_background_ratio_is_the_background_likelihood_over_the_best_language() -> None:
+    """One gather serves token_bigram and background_ratio; the ratio is the background's mean
+    log-likelihood minus the best training language's."""
+    vocab, start = 3, 2
+    seen = np.array([start * vocab + 0], np.int64)  # (start, 0) is the only seen pair
+    unigram = np.log(np.array([[0.5, 0.3, 0.2], [0.2, 0.2, 0.6]], np.float32))
+    pairs = np.log(np.array([[0.9], [0.1]], np.float32))
+    background_unigram = np.log(np.array([0.1, 0.1, 0.8], np.float32))
+    background_pairs = np.log(np.array([0.05], np.float32))
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "text",
+        "inputs": {"input_ids": "IDS", "attention_mask": "MASK"},
+        "components": [
+            {"name": "token_bigram", "weight": 1.0, "mean": 0.0, "std": 1.0},
+            {"name": "background_ratio", "weight": 2.0, "mean": 1.0, "std": 4.0},
+        ],
+        "threshold": 0.0,
+        "expected_rate": 0.03,
+        "vocab_size": vocab,
+        "start_id": start,
+    }
+    arrays = {
+        "bigram_keys": seen,
+        "bigram_log_probability": pairs,
+        "unigram_log_probability": unigram,
+        "background_bigram_log_probability": background_pairs,
+        "background_unigram_log_probability": background_unigram,
+    }
+    detector = OodDetector(record, arrays)
+    # row 0: (start, 0) seen then (0, 2) unseen; row 1: (start, 2) unseen
+    ids = np.array([[0, 2], [2, 0]])
+    mask = np.array([[1, 1], [1, 0]])
+    languages = np.stack(
+        [[(pairs[0, 0] + unigram[0, 2]) / 2, unigram[0, 2]],
+         [(pairs[1, 0] + unigram[1, 2]) / 2, unigram[1, 2]]]
+    )  # fmt: skip
+    background = np.array(
+        [(background_pairs[0] + background_unigram[2]) / 2, background_unigram[2]]
+    )
+    tensors = {"IDS": ids, "MASK": mask}
+    parts = detector.component_scores(tensors, np.zeros((2, 2), np.float32))
+    np.testing.assert_allclose(parts["token_bigram"], -languages.max(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(
+        parts["background_ratio"], background - languages.max(axis=0), rtol=1e-6
+    )
+    expected = parts["token_bigram"] + 2.0 * (parts["background_ratio"] - 1.0) / 4.0
+    np.testing.assert_allclose(detector.score(tensors, np.zeros((2, 2))), expected, rtol=1e-6)
+    # a detector that names the component must have the background arrays
+    without = {k: v for k, v in arrays.items() if not k.startswith("background")}
+    with pytest.raises(ValueError, match="background"):
+        OodDetector(record, without)
+
+
 def _sequence_detector(threshold: float = 3.0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     features = 3 * 2 + 1
     record = {

@@ -27,7 +27,7 @@ MODELS = sorted(RECIPES)
 AUROC_GOAL = 0.95
 AUROC_FLOORS = {
     ("digits_cnn", "letters_symbols"): 0.93,
-    ("langid_transformer", "other_languages_latin_script"): 0.85,
+    ("langid_transformer", "other_languages_latin_script"): 0.93,
 }
 FALSE_POSITIVE_GOAL = 0.05
 
@@ -92,6 +92,11 @@ def test_false_positives_on_held_out_data_stay_under_five_percent(name: str) -> 
     assert figures["false_positive_rate"] <= FALSE_POSITIVE_GOAL
     for set_name, entry in figures["in_distribution"].items():
         assert entry["false_positive_rate"] <= FALSE_POSITIVE_GOAL, set_name
+    # in-distribution sets of another source, never calibrated on (language id: voice commands)
+    for set_name, entry in figures.get("unseen_in_distribution", {}).items():
+        assert entry["evaluated"] > 0 and entry["false_positive_rate"] <= FALSE_POSITIVE_GOAL, (
+            set_name
+        )
 
 
 @pytest.mark.parametrize("name", MODELS)
