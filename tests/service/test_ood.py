@@ -73,18 +73,21 @@ def test_bigram_keys_start_with_the_start_token_and_clip_ids() -> None:
     assert current.tolist() == [[5, 7, 0], [9, 9, 0]]
 
 
-def test_token_bigram_reads_seen_pairs_and_falls_back_to_the_unigram_term() -> None:
-    vocab, start = 4, 3
-    seen = np.array([3 * vocab + 1, 1 * vocab + 2], np.int64)  # (start, 1) and (1, 2)
-    seen.sort()
-    unigram = np.log(np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]], np.float32))
-    pairs = np.log(np.array([[0.9, 0.8], [0.05, 0.06]], np.float32))  # at the sorted keys
+def _text_detector(
+    vocab: int,
+    start: int,
+    components: list[dict[str, Any]],
+    seen: np.ndarray,
+    pairs: np.ndarray,
+    unigram: np.ndarray,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A text detector's record and arrays: bigram tables at the sorted `seen` keys."""
     record = {
         "schema_version": SCHEMA_VERSION,
         "kind": "text",
         "inputs": {"input_ids": "IDS", "attention_mask": "MASK"},
-        "components": [{"name": "token_bigram", "weight": 1.0, "mean": 0.0, "std": 1.0}],
-        "threshold": 1.0,
+        "components": components,
+        "threshold": 0.0,
         "expected_rate": 0.03,
         "vocab_size": vocab,
         "start_id": start,
@@ -94,6 +97,17 @@ def test_token_bigram_reads_seen_pairs_and_falls_back_to_the_unigram_term() -> N
         "bigram_log_probability": pairs,
         "unigram_log_probability": unigram,
     }
+    return record, arrays
+
+
+def test_token_bigram_reads_seen_pairs_and_falls_back_to_the_unigram_term() -> None:
+    vocab, start = 4, 3
+    seen = np.array([3 * vocab + 1, 1 * vocab + 2], np.int64)  # (start, 1) and (1, 2)
+    seen.sort()
+    unigram = np.log(np.array([[0.1, 0.2, 0.3, 0.4], [0.4, 0.3, 0.2, 0.1]], np.float32))
+    pairs = np.log(np.array([[0.9, 0.8], [0.05, 0.06]], np.float32))  # at the sorted keys
+    components = [{"name": "token_bigram", "weight": 1.0, "mean": 0.0, "std": 1.0}]
+    record, arrays = _text_detector(vocab, start, components, seen, pairs, unigram)
     detector = OodDetector(record, arrays)
     # row 0: (3,1) seen, (1,2) seen, (2,0) unseen; row 1: (3,2) unseen, then padding
     ids = np.array([[1, 2, 0], [2, 0, 0]])
@@ -114,26 +128,13 @@ def test_background_ratio_is_the_background_likelihood_over_the_best_language() 
     pairs = np.log(np.array([[0.9], [0.1]], np.float32))
     background_unigram = np.log(np.array([0.1, 0.1, 0.8], np.float32))
     background_pairs = np.log(np.array([0.05], np.float32))
-    record = {
-        "schema_version": SCHEMA_VERSION,
-        "kind": "text",
-        "inputs": {"input_ids": "IDS", "attention_mask": "MASK"},
-        "components": [
-            {"name": "token_bigram", "weight": 1.0, "mean": 0.0, "std": 1.0},
-            {"name": "background_ratio", "weight": 2.0, "mean": 1.0, "std": 4.0},
-        ],
-        "threshold": 0.0,
-        "expected_rate": 0.03,
-        "vocab_size": vocab,
-        "start_id": start,
-    }
-    arrays = {
-        "bigram_keys": seen,
-        "bigram_log_probability": pairs,
-        "unigram_log_probability": unigram,
-        "background_bigram_log_probability": background_pairs,
-        "background_unigram_log_probability": background_unigram,
-    }
+    components = [
+        {"name": "token_bigram", "weight": 1.0, "mean": 0.0, "std": 1.0},
+        {"name": "background_ratio", "weight": 2.0, "mean": 1.0, "std": 4.0},
+    ]
+    record, arrays = _text_detector(vocab, start, components, seen, pairs, unigram)
+    arrays["background_bigram_log_probability"] = background_pairs
+    arrays["background_unigram_log_probability"] = background_unigram
     detector = OodDetector(record, arrays)
     # row 0: (start, 0) seen then (0, 2) unseen; row 1: (start, 2) unseen
     ids = np.array([[0, 2], [2, 0]])
