@@ -102,8 +102,8 @@ class TokenLikelihood:
 
     Stored sparse: log p(token | previous, language) at the sorted keys of the pairs seen in
     training ([languages, pairs]); any other pair has the language's unigram term
-    log((1 - share) p(token)) ([languages, vocab]). One table [languages (+ background),
-    vocab + pairs] and one index per token make it one gather. The last batch's result is kept,
+    log((1 - share) p(token)) ([languages, vocab]). One table [vocab + pairs, languages
+    (+ background)] and one index per token make it one gather. The last batch's result is kept,
     so the components that read it pay for one gather per batch.
     """
 
@@ -133,7 +133,10 @@ class TokenLikelihood:
                     ]
                 )[None]
             )
-        self._table = np.concatenate(rows).astype(np.float32)
+        # Row-major by token index ([vocab + pairs, languages]): a token's values for every
+        # language share one cache line, so a gather costs one miss per token, not one per
+        # language (the table is several MB; a one-row score paid for the misses).
+        self._table = np.ascontiguousarray(np.concatenate(rows).astype(np.float32).T)
         self._last = len(self._seen) - 1
         self._vocab, self._start = vocab, start_id
         self._ids_name, self._mask_name = ids_name, mask_name
@@ -150,9 +153,9 @@ class TokenLikelihood:
         at = np.minimum(seen.searchsorted(keys), self._last)
         index = np.where(seen[at] == keys, at + self._vocab, current)
         mask = tensors[self._mask_name].astype(np.float32)
-        result = (self._table[:, index] * mask).sum(axis=2) / np.maximum(
-            mask.sum(axis=1), np.float32(1.0)
-        )
+        # [rows, 1, tokens] @ [rows, tokens, languages]: masked sums in one batched product
+        sums = np.matmul(mask[:, None, :], self._table[index])[:, 0, :]
+        result = (sums / np.maximum(mask.sum(axis=1), np.float32(1.0))[:, None]).T
         # the ids array is kept alive with its result, so identity cannot be reused
         self._cached = (ids, result)
         return result
