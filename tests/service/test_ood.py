@@ -21,6 +21,7 @@ from service.monitoring.ood import (
     OodMetrics,
     bigram_keys,
     energy,
+    image_stats,
     sequence_features,
     whitening,
 )
@@ -71,6 +72,25 @@ def test_bigram_keys_start_with_the_start_token_and_clip_ids() -> None:
     keys, current = bigram_keys(ids, start_id=1, vocab=10)
     assert keys.tolist() == [[1 * 10 + 5, 5 * 10 + 7, 7 * 10 + 0], [19, 99, 90]]
     assert current.tolist() == [[5, 7, 0], [9, 9, 0]]
+
+
+def test_image_stats_are_mean_spread_neighbour_changes_and_bright_share() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(3, 1, 6, 5)).astype(np.float32)
+    got = image_stats(images)
+    for row, image in zip(got, images[:, 0].astype(np.float64), strict=True):
+        flat = image.ravel()
+        expected = [
+            flat.mean(),
+            flat.std(),
+            np.abs(np.diff(image, axis=1)).mean(),
+            np.abs(np.diff(image, axis=0)).mean(),
+            (flat > flat.mean() + flat.std()).mean(),
+        ]
+        np.testing.assert_allclose(row, expected, rtol=1e-5, atol=1e-6)
+    assert got.dtype == np.float32
+    # a constant image has no spread, no change and nothing brighter than its mean
+    assert image_stats(np.full((1, 1, 4, 4), 0.5, np.float32))[0].tolist() == [0.5, 0, 0, 0, 0]
 
 
 def _text_detector(
