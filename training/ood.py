@@ -126,6 +126,9 @@ class RawSet:
     description: str
     items: list[Any]
     ids: list[str]
+    # where each item comes from, for sets mixing sources (language id's held-out texts): the
+    # figures then show AUROC against each source too
+    sources: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,7 @@ class ScoredSet:
     ids: list[str]
     refused: int
     sha256: str
+    sources: list[str] | None = None
 
 
 def model_inputs(
@@ -205,9 +209,13 @@ def in_distribution_sets(model_dir: Path, version: int) -> list[RawSet]:
         _, seq_test = data.load_vowels_split()
         ids = [f"JapaneseVowels/test/{i}" for i in range(len(seq_test.labels))]
         return [RawSet("held_out", "JapaneseVowels test split", seq_test.sequences, ids)]
-    _, text_test = data.load_langid_split()
-    ids = [f"{data.LANGUAGES[y]}/{i}" for i, y in enumerate(text_test.labels)]
-    return [RawSet("held_out", "held-out texts in the eight languages", text_test.texts, ids)]
+    from training.langid_corpus import build_corpus
+
+    # The same held-out texts as data.load_langid_split(), with each one's source.
+    held_out = build_corpus().test
+    ids = [f"{e.language}/{i}" for i, e in enumerate(held_out)]
+    texts, sources = [e.text for e in held_out], [e.source for e in held_out]
+    return [RawSet("held_out", "held-out texts in the eight languages", texts, ids, sources)]
 
 
 def unseen_in_distribution_sets(model_dir: Path, version: int) -> list[RawSet]:
@@ -580,6 +588,7 @@ def scored_sets(
                 [raw.ids[i] for i in kept],
                 refused,
                 content_hash(raw.items),
+                None if raw.sources is None else [raw.sources[i] for i in kept],
             )
         )
     return out
@@ -638,6 +647,19 @@ def _weakest_groups(
     }
 
 
+def _held_out_by_source(in_dist: list[ScoredSet]) -> dict[str, np.ndarray]:
+    """The evaluation half's scores per source, for sets that name their items' sources
+    (language id); empty when none do."""
+    scores: dict[str, list[float]] = {}
+    for scored in in_dist:
+        if scored.sources is None:
+            continue
+        sources = calibration_split(np.asarray(scored.sources))[1]
+        for source, value in zip(sources, calibration_split(scored.scores)[1], strict=True):
+            scores.setdefault(str(source), []).append(float(value))
+    return {source: np.asarray(values) for source, values in sorted(scores.items())}
+
+
 def evaluate(model_dir: Path, version: int, detector: OodDetector | None = None) -> dict[str, Any]:
     """The detector's figures from the committed files: threshold re-derived from the
     calibration halves, false-positive rate per in-distribution set, AUROC per OOD set."""
@@ -648,6 +670,7 @@ def evaluate(model_dir: Path, version: int, detector: OodDetector | None = None)
     in_dist = scored_sets(detector, model_dir, version, in_distribution_sets(model_dir, version))
     calibration = np.concatenate([calibration_split(s.scores)[0] for s in in_dist])
     held_out = np.concatenate([calibration_split(s.scores)[1] for s in in_dist])
+    by_source = _held_out_by_source(in_dist)
     threshold = round(float(np.quantile(calibration, CALIBRATION_QUANTILE)), 6)
     record: dict[str, Any] = {
         "threshold": threshold,
@@ -696,6 +719,10 @@ def evaluate(model_dir: Path, version: int, detector: OodDetector | None = None)
             if listed:
                 entry["by_group"] = listed
             entry.update(_weakest_groups(groups, s.scores, held_out))
+            if by_source:
+                entry["auroc_by_in_distribution_source"] = {
+                    source: _auroc(scores, s.scores) for source, scores in by_source.items()
+                }
         record["sets"][s.name] = entry
     return record
 
@@ -765,6 +792,15 @@ def card_section(figures: dict[str, Any]) -> str:
                 f"{group} {value['auroc']:.2f}" for group, value in entry["by_group"].items()
             )
             groups += f"\nAUROC of `{name}` by group: {cells}.\n"
+        if "auroc_by_in_distribution_source" in entry:
+            cells = ", ".join(
+                f"{source} {auroc:.2f}"
+                for source, auroc in entry["auroc_by_in_distribution_source"].items()
+            )
+            groups += (
+                f"\nAUROC of `{name}` against each source of the held-out in-distribution "
+                f"texts: {cells}.\n"
+            )
         if "weakest_groups" in entry:
             cells = ", ".join(
                 f"{group} {auroc:.2f}" for group, auroc in entry["weakest_groups"].items()
