@@ -130,21 +130,32 @@ def _catalog_strings(mo_files: Iterable[Path]) -> tuple[list[str], list[str]]:
     return translated, english
 
 
-def _gettext_catalogs(package: str) -> dict[str, list[str]]:
-    """Every compiled catalog a package ships, per language; English from the source strings."""
+def _package_dir(package: str) -> Path:
+    """The folder of an installed package (where its locale catalogs are)."""
     import importlib.util
 
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
         raise ModuleNotFoundError(package)
-    root = Path(spec.origin).parent
+    return Path(spec.origin).parent
+
+
+def _locale_catalogs(root: Path, locales: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(cleaned distinct translations, cleaned English source strings) of every compiled catalog
+    below `root` for the given locale folders."""
+    files = sorted(p for loc in locales for p in root.glob(f"**/locale/{loc}/LC_MESSAGES/*.mo"))
+    translated, source = _catalog_strings(files)
+    return sorted({c for c in map(clean, translated) if c}), [c for c in map(clean, source) if c]
+
+
+def _gettext_catalogs(package: str) -> dict[str, list[str]]:
+    """Every compiled catalog a package ships, per language; English from the source strings."""
+    root = _package_dir(package)
     items: dict[str, list[str]] = {}
     english: set[str] = set()
     for lang, locales in _CATALOG_LOCALES.items():
-        files = sorted(p for loc in locales for p in root.glob(f"**/locale/{loc}/LC_MESSAGES/*.mo"))
-        translated, source = _catalog_strings(files)
-        items[lang] = sorted({c for c in map(clean, translated) if c})
-        english.update(c for c in map(clean, source) if c)
+        items[lang], source = _locale_catalogs(root, locales)
+        english.update(source)
     items["en"] = sorted(english)
     return items
 
@@ -459,17 +470,10 @@ def background_texts(
 ) -> list[str]:
     """Short texts in languages that are not the model's, cut like the training texts: windows of
     Django's catalogs in `locales` and word-frequency phrases of `wordfreq_languages`."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("django")
-    if spec is None or spec.origin is None:
-        raise ModuleNotFoundError("django")
-    root = Path(spec.origin).parent
+    root = _package_dir("django")
     texts: list[str] = []
     for locale in locales:
-        files = sorted(root.glob(f"**/locale/{locale}/LC_MESSAGES/*.mo"))
-        translated, _ = _catalog_strings(files)
-        items = sorted({c for c in map(clean, translated) if c})
+        items, _ = _locale_catalogs(root, [locale])
         if not items:
             raise ValueError(f"Django ships no catalog strings for locale {locale!r}")
         texts += _from_items(items, per_locale, rng)
