@@ -64,7 +64,11 @@ ENV MODELGATE_HOST=0.0.0.0 \
     MODELGATE_MODEL_REPOSITORY=/models \
     MODELGATE_TRITON_URL=triton:8001 \
     MODELGATE_OTLP_ENDPOINT="" \
-    MODELGATE_GRPC_MAX_CONNECTION_AGE_S=2
+    MODELGATE_GRPC_MAX_CONNECTION_AGE_S=2 \
+    NUMBA_CACHE_DIR=/tmp/numba-cache
+# NUMBA_CACHE_DIR: the OOD score's compiled loops are cached there after the first start of a
+# container (the installed package is not writable by the gateway's user); without any writable
+# place they are compiled on every start (~2 s) and the gateway still starts.
 USER 10001:10001
 EXPOSE 8080 8081
 # Liveness of the process only; readiness (Triton reachable, models loaded) is /readyz.

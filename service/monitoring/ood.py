@@ -39,6 +39,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from service.model_contract import OOD_ARRAYS_FILE, OOD_FILE
+from service.monitoring import kernels
 
 # 2: the token-bigram table is stored sparse (only pairs seen in training).
 SCHEMA_VERSION = 2
@@ -64,42 +65,24 @@ def sequence_features(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     Per channel: mean, standard deviation and mean absolute change between consecutive real
     frames; then log(length). Padding (mask 0) is ignored.
     """
-    m = mask.astype(np.float32)
-    w = m[:, :, None]
-    x = values * w
-    n = np.maximum(m.sum(axis=1, keepdims=True), np.float32(1.0))
-    # sums of the values and of their squares in one reduction
-    sums = np.concatenate([x, x * x], axis=2).sum(axis=1) / n
-    channels = sums.shape[1] // 2
-    mean = sums[:, :channels]
-    spread = np.sqrt(np.maximum(sums[:, channels:] - mean * mean, np.float32(0.0)))
-    change = (np.abs(x[:, 1:] - x[:, :-1]) * (w[:, 1:] * w[:, :-1])).sum(axis=1) / np.maximum(
-        n - 1, np.float32(1.0)
+    return kernels.sequence_features(
+        np.ascontiguousarray(values, dtype=np.float32), np.ascontiguousarray(mask, dtype=np.float32)
     )
-    return np.concatenate([mean, spread, change, np.log(n)], axis=1)
 
 
 def image_stats(images: np.ndarray) -> np.ndarray:
     """[N, ...] model-ready images (one channel) -> [N, 5] summary features (float32): mean and
     standard deviation of the pixel values, mean absolute difference between horizontal and
     between vertical neighbours, and the share of pixels above mean + standard deviation."""
-    n, side = len(images), images.shape[-1]
-    x = images.reshape(n, -1, side)
-    rows = x.shape[1]
-    flat = x.reshape(n, -1)
-    count = np.float32(rows * side)
-    out = np.empty((n, 5), dtype=np.float32)
-    # Written for one-row batches on the request path: sums and one einsum instead of
-    # mean/std (each several microseconds of numpy overhead), differences in place.
-    mean = flat.sum(axis=1) / count
-    spread = np.sqrt(np.maximum(np.einsum("ij,ij->i", flat, flat) / count - mean * mean, 0))
-    across = x[:, :, 1:] - x[:, :, :-1]
-    down = x[:, 1:] - x[:, :-1]
-    out[:, 0], out[:, 1] = mean, spread
-    out[:, 2] = np.abs(across, out=across).sum(axis=(1, 2)) / (rows * (side - 1))
-    out[:, 3] = np.abs(down, out=down).sum(axis=(1, 2)) / ((rows - 1) * side)
-    out[:, 4] = (flat > (mean + spread)[:, None]).sum(axis=1) / count
-    return out
+    side = images.shape[-1]
+    return kernels.image_stats(
+        np.ascontiguousarray(images.reshape(len(images), -1, side), dtype=np.float32)
+    )
+
+
+def _rows32(array: np.ndarray) -> np.ndarray:
+    """[N, ...] -> [N, rest] float32, C order (what the kernels take)."""
+    return np.ascontiguousarray(array.reshape(len(array), -1), dtype=np.float32)
 
 
 def bigram_keys(ids: np.ndarray, start_id: int, vocab: int) -> tuple[np.ndarray, np.ndarray]:
@@ -142,7 +125,7 @@ class TokenLikelihood:
         ids_name: str,
         mask_name: str,
     ) -> None:
-        self._seen = arrays["bigram_keys"]
+        self._seen = np.ascontiguousarray(arrays["bigram_keys"], dtype=np.int64)
         rows = [
             np.concatenate(
                 [arrays["unigram_log_probability"], arrays["bigram_log_probability"]], axis=1
@@ -174,14 +157,14 @@ class TokenLikelihood:
         cached_ids, cached = self._cached  # one read: safe if another thread replaces it
         if cached_ids is ids:
             return cached
-        keys, current = bigram_keys(ids, self._start, self._vocab)
-        seen = self._seen
-        at = np.minimum(seen.searchsorted(keys), self._last)
-        index = np.where(seen[at] == keys, at + self._vocab, current)
-        mask = tensors[self._mask_name].astype(np.float32)
-        # [rows, 1, tokens] @ [rows, tokens, languages]: masked sums in one batched product
-        sums = np.matmul(mask[:, None, :], self._table[index])[:, 0, :]
-        result = (sums / np.maximum(mask.sum(axis=1), np.float32(1.0))[:, None]).T
+        result = kernels.token_likelihood(
+            np.ascontiguousarray(ids, dtype=np.int64),
+            np.ascontiguousarray(tensors[self._mask_name], dtype=np.float32),
+            self._seen,
+            self._table,
+            self._vocab,
+            self._start,
+        )
         # the ids array is kept alive with its result, so identity cannot be reused
         self._cached = (ids, result)
         return result
@@ -236,26 +219,25 @@ class OodDetector:
                 (arrays["pixel_mean"].astype(np.float64) @ components.T)[None]
                 + arrays["pixel_class_means"].astype(np.float64)
             ) @ lower
-            offsets32 = offsets.astype(np.float32)
+            offsets32 = np.ascontiguousarray(offsets, dtype=np.float32)
             image = inputs["image"]
 
             def pixel_distance(tensors: Mapping[str, np.ndarray], logits: np.ndarray) -> Any:
                 z = tensors[image].reshape(len(logits), -1) @ weights
-                z -= offsets32[logits.reshape(len(logits), -1).argmax(axis=1)]
-                return (z * z).sum(axis=1)
+                return kernels.class_distance(_rows32(z), _rows32(logits), offsets32)
 
             return pixel_distance
         if name == "image_stats":
             stats_lower = whitening(arrays["image_stats_precision"])
-            stats_weights = stats_lower.astype(np.float32)
-            stats_center = (arrays["image_stats_mean"].astype(np.float64) @ stats_lower).astype(
-                np.float32
+            stats_weights = np.ascontiguousarray(stats_lower, dtype=np.float32)
+            stats_center = np.ascontiguousarray(
+                arrays["image_stats_mean"].astype(np.float64) @ stats_lower, dtype=np.float32
             )
             stats_image = inputs["image"]
 
             def image_stats_distance(tensors: Mapping[str, np.ndarray], _logits: np.ndarray) -> Any:
-                z = image_stats(tensors[stats_image]) @ stats_weights - stats_center
-                return (z * z).sum(axis=1)
+                stats = image_stats(tensors[stats_image])
+                return kernels.whitened_distance(stats, stats_weights, stats_center)
 
             return image_stats_distance
         if name == "token_bigram":
@@ -277,14 +259,15 @@ class OodDetector:
             return background_ratio
         if name == "sequence_stats":
             lower = whitening(arrays["sequence_precision"])
-            sequence_weights = lower.astype(np.float32)
-            center = (arrays["sequence_mean"].astype(np.float64) @ lower).astype(np.float32)
+            sequence_weights = np.ascontiguousarray(lower, dtype=np.float32)
+            center = np.ascontiguousarray(
+                arrays["sequence_mean"].astype(np.float64) @ lower, dtype=np.float32
+            )
             values_name, mask_name = inputs["sequence"], inputs["mask"]
 
             def sequence_stats(tensors: Mapping[str, np.ndarray], _logits: np.ndarray) -> Any:
                 features = sequence_features(tensors[values_name], tensors[mask_name])
-                z = features @ sequence_weights - center
-                return (z * z).sum(axis=1)
+                return kernels.whitened_distance(features, sequence_weights, center)
 
             return sequence_stats
         raise ValueError(f"unknown OOD component {name!r}")

@@ -1,0 +1,208 @@
+"""Compiled loops of the out-of-distribution score (numba), one call per term and batch.
+
+On the request path a batch is usually one row, and each numpy call costs a few microseconds
+whatever its size: the image statistics alone took ~20 numpy calls (24 us in a tight loop, ~45
+us between ONNX Runtime calls in a serving process). Written as loops over one row's values,
+each term is one call (`benchmarks/ood_cost.py`). Training (training/ood.py) fits and calibrates
+with these same functions, so the figures describe exactly what is served.
+
+Every kernel has one signature, compiled when this module is first imported, and the result
+is cached beside it (`__pycache__`; numba's per-user cache directory where that is not
+writable, `NUMBA_CACHE_DIR` where set): a later import loads it in a fraction of a second. The
+wrappers in service/monitoring/ood.py bring arrays to the declared types and layouts. Sums are
+accumulated in float64.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from numba import njit, types
+
+log = logging.getLogger(__name__)
+
+# Inputs are declared read-only: tensors decoded from a backend's answer (or a client's raw
+# bytes) are read-only views, and a writable array converts to these types as well.
+F32_1 = types.Array(types.float32, 1, "C", readonly=True)
+F32_2 = types.Array(types.float32, 2, "C", readonly=True)
+F32_3 = types.Array(types.float32, 3, "C", readonly=True)
+I64_1 = types.Array(types.int64, 1, "C", readonly=True)
+I64_2 = types.Array(types.int64, 2, "C", readonly=True)
+OUT_F32_2 = types.Array(types.float32, 2, "C")
+OUT_F64_1 = types.Array(types.float64, 1, "C")
+
+
+def _compiled(signature: Any) -> Callable[[Callable[..., Any]], Any]:
+    """njit with one signature, cached on disk; compiled on every start instead where no cache
+    directory is writable (a read-only image without `NUMBA_CACHE_DIR`): ~1 s, never a
+    failed start."""
+
+    def compile_function(function: Callable[..., Any]) -> Any:
+        try:
+            return njit(signature, cache=True, nogil=True)(function)
+        except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
+            log.info("compiling %s without a disk cache: %s", function.__name__, exc)
+            return njit(signature, nogil=True)(function)
+
+    return compile_function
+
+
+@_compiled(OUT_F32_2(F32_3))
+def image_stats(images: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """[N, H, W] model-ready images -> [N, 5]: mean, standard deviation, mean absolute change
+    between horizontal and between vertical neighbours, share of pixels above mean + std."""
+    n, rows, side = images.shape
+    out = np.empty((n, 5), dtype=np.float32)
+    count = rows * side
+    for i in range(n):
+        x = images[i]
+        total = np.float64(0.0)
+        squares = np.float64(0.0)
+        across = np.float64(0.0)
+        down = np.float64(0.0)
+        for r in range(rows):
+            for c in range(side):
+                v = np.float64(x[r, c])
+                total += v
+                squares += v * v
+                if c + 1 < side:
+                    across += abs(np.float64(x[r, c + 1]) - v)
+                if r + 1 < rows:
+                    down += abs(np.float64(x[r + 1, c]) - v)
+        mean = total / count
+        spread = math.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+        cut = mean + spread
+        bright = 0
+        for r in range(rows):
+            for c in range(side):
+                if x[r, c] > cut:
+                    bright += 1
+        out[i, 0] = mean
+        out[i, 1] = spread
+        out[i, 2] = across / max(rows * (side - 1), 1)
+        out[i, 3] = down / max((rows - 1) * side, 1)
+        out[i, 4] = bright / count
+    return out
+
+
+@_compiled(OUT_F64_1(F32_2, F32_2, F32_1))
+def whitened_distance(
+    features: np.ndarray, lower: np.ndarray, center: np.ndarray
+) -> np.ndarray:  # pragma: no cover - compiled
+    """|features @ lower - center|^2 per row: a squared Mahalanobis distance when
+    lower @ lower.T is the precision and center the mean times lower."""
+    n, width = features.shape
+    k = lower.shape[1]
+    out = np.empty(n, dtype=np.float64)
+    z = np.empty(k, dtype=np.float64)
+    for i in range(n):
+        for j in range(k):
+            z[j] = -np.float64(center[j])
+        for m in range(width):
+            f = np.float64(features[i, m])
+            for j in range(k):
+                z[j] += f * lower[m, j]
+        total = np.float64(0.0)
+        for j in range(k):
+            total += z[j] * z[j]
+        out[i] = total
+    return out
+
+
+@_compiled(OUT_F64_1(F32_2, F32_2, F32_2))
+def class_distance(
+    projected: np.ndarray, logits: np.ndarray, offsets: np.ndarray
+) -> np.ndarray:  # pragma: no cover - compiled
+    """|projected - offsets[predicted class]|^2 per row (the class the logits rank first)."""
+    n, k = projected.shape
+    out = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        best = 0
+        for c in range(1, logits.shape[1]):
+            if logits[i, c] > logits[i, best]:
+                best = c
+        total = np.float64(0.0)
+        for j in range(k):
+            d = np.float64(projected[i, j]) - np.float64(offsets[best, j])
+            total += d * d
+        out[i] = total
+    return out
+
+
+@_compiled(OUT_F32_2(I64_2, F32_2, I64_1, F32_2, types.int64, types.int64))
+def token_likelihood(
+    ids: np.ndarray,
+    mask: np.ndarray,
+    seen: np.ndarray,
+    table: np.ndarray,
+    vocab: int,
+    start: int,
+) -> np.ndarray:  # pragma: no cover - compiled
+    """[groups, N] mean log-likelihood of each row's real tokens (mask 1) under each group's
+    token-bigram model.
+
+    `table` is [vocab + pairs, groups]: the unigram term of each token, then the bigram term of
+    each pair in `seen` (sorted keys previous * vocab + token). A pair not in `seen` reads its
+    token's unigram term. The first token's previous one is `start`; ids are clipped into the
+    vocabulary."""
+    n, length = ids.shape
+    groups = table.shape[1]
+    out = np.zeros((groups, n), dtype=np.float32)
+    sums = np.empty(groups, dtype=np.float64)
+    last = len(seen) - 1
+    for i in range(n):
+        sums[:] = 0.0
+        weight = np.float64(0.0)
+        previous = start
+        for t in range(length):
+            token = min(max(ids[i, t], 0), vocab - 1)
+            m = np.float64(mask[i, t])
+            if m != 0.0:
+                key = previous * vocab + token
+                at = min(np.searchsorted(seen, key), last)
+                row = at + vocab if last >= 0 and seen[at] == key else token
+                for g in range(groups):
+                    sums[g] += m * table[row, g]
+                weight += m
+            previous = token
+        weight = np.maximum(weight, 1.0)
+        for g in range(groups):
+            out[g, i] = sums[g] / weight
+    return out
+
+
+@_compiled(OUT_F32_2(F32_3, F32_2))
+def sequence_features(values: np.ndarray, mask: np.ndarray) -> np.ndarray:  # pragma: no cover
+    """[N, T, C] frames and [N, T] mask -> [N, 3C + 1]: per channel the mean, standard
+    deviation and mean absolute change between consecutive real frames, then log(length)."""
+    n, steps, channels = values.shape
+    out = np.empty((n, 3 * channels + 1), dtype=np.float32)
+    for i in range(n):
+        length = np.float64(0.0)
+        for t in range(steps):
+            length += mask[i, t]
+        frames = np.maximum(length, 1.0)
+        pairs = np.maximum(length - 1.0, 1.0)
+        for c in range(channels):
+            total = np.float64(0.0)
+            squares = np.float64(0.0)
+            change = np.float64(0.0)
+            for t in range(steps):
+                w = np.float64(mask[i, t])
+                v = np.float64(values[i, t, c]) * w
+                total += v
+                squares += v * v
+                if t > 0:
+                    change += abs(
+                        v - np.float64(values[i, t - 1, c]) * np.float64(mask[i, t - 1])
+                    ) * (w * np.float64(mask[i, t - 1]))
+            mean = total / frames
+            out[i, c] = mean
+            out[i, channels + c] = math.sqrt(np.maximum(squares / frames - mean * mean, 0.0))
+            out[i, 2 * channels + c] = change / pairs
+        out[i, 3 * channels] = math.log(frames)
+    return out

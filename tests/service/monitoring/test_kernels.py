@@ -1,0 +1,86 @@
+"""The compiled loops of the OOD score against numpy's answers, on read-only inputs too."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.monitoring import kernels
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """A read-only view, like a tensor decoded from a backend's raw bytes."""
+    view = np.frombuffer(array.tobytes(), dtype=array.dtype).reshape(array.shape)
+    assert not view.flags.writeable
+    return view
+
+
+def test_whitened_distance_is_the_squared_norm_of_the_whitened_offset() -> None:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(4, 5)).astype(np.float32)
+    lower = rng.normal(size=(5, 3)).astype(np.float32)
+    center = rng.normal(size=3).astype(np.float32)
+    z = features.astype(np.float64) @ lower - center
+    expected = (z * z).sum(axis=1)
+    np.testing.assert_allclose(kernels.whitened_distance(features, lower, center), expected, 1e-5)
+    got = kernels.whitened_distance(_read_only(features), _read_only(lower), _read_only(center))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_class_distance_uses_the_class_the_logits_rank_first() -> None:
+    projected = np.array([[1.0, 2.0], [0.0, 0.0]], np.float32)
+    logits = np.array([[0.1, 3.0, -1.0], [5.0, 1.0, 2.0]], np.float32)
+    offsets = np.array([[0.0, 0.0], [1.0, 0.0], [9.0, 9.0]], np.float32)
+    # row 0: class 1, |(1, 2) - (1, 0)|^2 = 4; row 1: class 0, |(0, 0) - (0, 0)|^2 = 0
+    assert kernels.class_distance(projected, logits, offsets).tolist() == [4.0, 0.0]
+    got = kernels.class_distance(_read_only(projected), _read_only(logits), _read_only(offsets))
+    assert got.tolist() == [4.0, 0.0]
+
+
+def test_image_stats_and_sequence_features_take_read_only_tensors() -> None:
+    rng = np.random.default_rng(1)
+    images = rng.normal(size=(2, 6, 5)).astype(np.float32)
+    np.testing.assert_array_equal(
+        kernels.image_stats(_read_only(images)), kernels.image_stats(images)
+    )
+    values = rng.normal(size=(2, 7, 3)).astype(np.float32)
+    mask = np.ones((2, 7), np.float32)
+    mask[1, 4:] = 0
+    np.testing.assert_array_equal(
+        kernels.sequence_features(_read_only(values), _read_only(mask)),
+        kernels.sequence_features(values, mask),
+    )
+
+
+def test_token_likelihood_takes_read_only_ids_and_an_empty_pair_table() -> None:
+    vocab, start = 4, 3
+    table = np.log(np.array([[0.1, 0.4], [0.2, 0.3], [0.3, 0.2], [0.4, 0.1]], np.float32))
+    ids = np.array([[1, 2, 0]], np.int64)
+    mask = np.array([[1, 1, 0]], np.float32)
+    seen = np.zeros(0, np.int64)  # no pair seen: every token reads its unigram term
+    expected = table[[1, 2]].mean(axis=0)[:, None]
+    got = kernels.token_likelihood(_read_only(ids), _read_only(mask), seen, table, vocab, start)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_a_kernel_compiles_without_a_writable_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where numba finds no writable cache directory (a read-only image without
+    NUMBA_CACHE_DIR), cache=True raises; the kernel is then compiled in memory instead. The
+    condition is simulated (this suite may run as root, whom file modes do not stop)."""
+    real = kernels.njit
+
+    def no_cache_locator(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("cache"):
+            raise RuntimeError("cannot cache function 'double': no locator available for file")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kernels, "njit", no_cache_locator)
+
+    def double(values: np.ndarray) -> np.ndarray:
+        return values * 2
+
+    compiled = kernels._compiled(kernels.OUT_F64_1(kernels.types.float64[::1]))(double)
+    assert compiled(np.array([1.0, 2.5])).tolist() == [2.0, 5.0]
+    assert compiled.signatures  # compiled ahead, as the cached kernels are
