@@ -3,8 +3,10 @@
 On the request path a batch is usually one row, and each numpy call costs a few microseconds
 whatever its size: the image statistics alone took ~20 numpy calls (24 us in a tight loop, ~45
 us between ONNX Runtime calls in a serving process). Written as loops over one row's values,
-each term is one call (`benchmarks/ood_cost.py`). Training (training/ood.py) fits and calibrates
-with these same functions, so the figures describe exactly what is served.
+each term is one call, and the `add_*` kernels add their scaled value into the score in place,
+so no numpy call joins the terms (`benchmarks/ood_cost.py`, docs/out-of-distribution.md).
+Training (training/ood.py) fits and calibrates with these same functions, so the figures
+describe exactly what is served.
 
 Every kernel has one signature, compiled when this module is first imported, and the result
 is cached beside it (`__pycache__`; numba's per-user cache directory where that is not
@@ -33,7 +35,7 @@ F32_3 = types.Array(types.float32, 3, "C", readonly=True)
 I64_1 = types.Array(types.int64, 1, "C", readonly=True)
 I64_2 = types.Array(types.int64, 2, "C", readonly=True)
 OUT_F32_2 = types.Array(types.float32, 2, "C")
-OUT_F64_1 = types.Array(types.float64, 1, "C")
+OUT_F64_1 = types.Array(types.float64, 1, "C")  # accumulated into
 
 
 def _compiled(signature: Any) -> Callable[[Callable[..., Any]], Any]:
@@ -89,15 +91,14 @@ def image_stats(images: np.ndarray) -> np.ndarray:  # pragma: no cover - compile
     return out
 
 
-@_compiled(OUT_F64_1(F32_2, F32_2, F32_1))
-def whitened_distance(
-    features: np.ndarray, lower: np.ndarray, center: np.ndarray
-) -> np.ndarray:  # pragma: no cover - compiled
-    """|features @ lower - center|^2 per row: a squared Mahalanobis distance when
-    lower @ lower.T is the precision and center the mean times lower."""
+@_compiled(types.void(F32_2, F32_2, F32_1, types.float64, OUT_F64_1))
+def add_whitened_distance(
+    features: np.ndarray, lower: np.ndarray, center: np.ndarray, scale: float, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """out += scale * |features @ lower - center|^2 per row: a squared Mahalanobis distance
+    when lower @ lower.T is the precision and center the mean times lower."""
     n, width = features.shape
     k = lower.shape[1]
-    out = np.empty(n, dtype=np.float64)
     z = np.empty(k, dtype=np.float64)
     for i in range(n):
         for j in range(k):
@@ -109,17 +110,16 @@ def whitened_distance(
         total = np.float64(0.0)
         for j in range(k):
             total += z[j] * z[j]
-        out[i] = total
-    return out
+        out[i] += scale * total
 
 
-@_compiled(OUT_F64_1(F32_2, F32_2, F32_2))
-def class_distance(
-    projected: np.ndarray, logits: np.ndarray, offsets: np.ndarray
-) -> np.ndarray:  # pragma: no cover - compiled
-    """|projected - offsets[predicted class]|^2 per row (the class the logits rank first)."""
+@_compiled(types.void(F32_2, F32_2, F32_2, types.float64, OUT_F64_1))
+def add_class_distance(
+    projected: np.ndarray, logits: np.ndarray, offsets: np.ndarray, scale: float, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """out += scale * |projected - offsets[predicted class]|^2 per row (the class the logits
+    rank first)."""
     n, k = projected.shape
-    out = np.empty(n, dtype=np.float64)
     for i in range(n):
         best = 0
         for c in range(1, logits.shape[1]):
@@ -129,8 +129,37 @@ def class_distance(
         for j in range(k):
             d = np.float64(projected[i, j]) - np.float64(offsets[best, j])
             total += d * d
-        out[i] = total
-    return out
+        out[i] += scale * total
+
+
+@_compiled(types.void(F32_2, types.float64, OUT_F64_1))
+def add_energy(logits: np.ndarray, scale: float, out: np.ndarray) -> None:  # pragma: no cover
+    """out += scale * -logsumexp(logits) per row (shifted by the row's maximum: no overflow)."""
+    n, classes = logits.shape
+    for i in range(n):
+        top = np.float64(logits[i, 0])
+        for c in range(1, classes):
+            top = np.maximum(top, np.float64(logits[i, c]))
+        total = np.float64(0.0)
+        for c in range(classes):
+            total += math.exp(np.float64(logits[i, c]) - top)
+        out[i] += scale * -(top + math.log(total))
+
+
+@_compiled(types.void(F32_2, types.int64, types.boolean, types.float64, OUT_F64_1))
+def add_likelihood_term(
+    rows: np.ndarray, languages: int, ratio: bool, scale: float, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """From `token_likelihood`'s [groups, N]: out += scale * -(best of the first `languages`
+    groups) per row, or with `ratio` scale * (group `languages`, the background, - that best)."""
+    for i in range(rows.shape[1]):
+        best = np.float64(rows[0, i])
+        for g in range(1, languages):
+            best = np.maximum(best, np.float64(rows[g, i]))
+        if ratio:
+            out[i] += scale * (np.float64(rows[languages, i]) - best)
+        else:
+            out[i] += scale * -best
 
 
 @_compiled(OUT_F32_2(I64_2, F32_2, I64_1, F32_2, types.int64, types.int64))

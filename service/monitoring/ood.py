@@ -47,10 +47,10 @@ log = logging.getLogger(__name__)
 
 
 def energy(logits: np.ndarray) -> np.ndarray:
-    """-logsumexp over classes, per row (in the logits' float precision)."""
-    # One ufunc reduction, overflow-safe like the max-shifted form and a fifth of its cost on
-    # a single row (its eight numpy calls cost ~10 us).
-    return -np.logaddexp.reduce(logits.reshape(len(logits), -1), axis=1)
+    """-logsumexp over classes, per row (float64)."""
+    out = np.zeros(len(logits), dtype=np.float64)
+    kernels.add_energy(_rows32(logits), 1.0, out)
+    return out
 
 
 def whitening(precision: np.ndarray) -> np.ndarray:
@@ -93,6 +93,12 @@ def bigram_keys(ids: np.ndarray, start_id: int, vocab: int) -> tuple[np.ndarray,
     previous[:, 0] = start_id
     previous[:, 1:] = current[:, :-1]
     return previous * vocab + current, current
+
+
+Tensors = Mapping[str, np.ndarray]
+# A term adds scale * its value per row into the score ([N] float64), from the batch's input
+# tensors and its logits ([N, classes] float32, C order).
+Term = Callable[[Tensors, np.ndarray, float, np.ndarray], None]
 
 
 @dataclass(frozen=True)
@@ -184,7 +190,6 @@ class OodDetector:
         self.inputs: dict[str, str] = dict(record["inputs"])
         self.components = [Component(**c) for c in record["components"]]
         self._likelihood: TokenLikelihood | None = None
-        self._terms: list[tuple[Component, Callable[[Mapping[str, np.ndarray], np.ndarray], Any]]]
         self._terms = [(c, self._term(c.name, arrays, record)) for c in self.components]
         # sum of weight * (term - mean) / std == sum of scale * term + offset
         self._scaled_terms = [(c.weight / c.std, term) for c, term in self._terms]
@@ -201,14 +206,18 @@ class OodDetector:
             arrays = {k: stored[k] for k in stored.files}
         return cls(record, arrays)
 
-    def _term(
-        self, name: str, arrays: Mapping[str, np.ndarray], record: Mapping[str, Any]
-    ) -> Callable[[Mapping[str, np.ndarray], np.ndarray], Any]:
+    def _term(self, name: str, arrays: Mapping[str, np.ndarray], record: Mapping[str, Any]) -> Term:
         # Every term runs once per batch on the request path, so the stored arrays are folded
-        # ahead into as few float32 products as possible (benchmarks/monitoring_overhead.py).
+        # ahead into as few float32 matrices as possible, and each term adds its scaled value
+        # into the score in its last compiled call: no numpy call between terms
+        # (benchmarks/monitoring_overhead.py).
         inputs = self.inputs
         if name == "energy":
-            return lambda _tensors, logits: energy(logits)
+
+            def add_energy(_tensors: Tensors, logits: np.ndarray, scale: float, out: Any) -> None:
+                kernels.add_energy(logits, scale, out)
+
+            return add_energy
         if name == "pixel_distance":
             # |(x - mean) @ C.T - class_mean| under the precision = |x @ W - offset[class]|^2
             # with W = C.T @ L and offset = (mean @ C.T + class_mean) @ L, L @ L.T = precision.
@@ -222,9 +231,11 @@ class OodDetector:
             offsets32 = np.ascontiguousarray(offsets, dtype=np.float32)
             image = inputs["image"]
 
-            def pixel_distance(tensors: Mapping[str, np.ndarray], logits: np.ndarray) -> Any:
+            def pixel_distance(
+                tensors: Tensors, logits: np.ndarray, scale: float, out: Any
+            ) -> None:
                 z = tensors[image].reshape(len(logits), -1) @ weights
-                return kernels.class_distance(_rows32(z), _rows32(logits), offsets32)
+                kernels.add_class_distance(_rows32(z), logits, offsets32, scale, out)
 
             return pixel_distance
         if name == "image_stats":
@@ -235,16 +246,19 @@ class OodDetector:
             )
             stats_image = inputs["image"]
 
-            def image_stats_distance(tensors: Mapping[str, np.ndarray], _logits: np.ndarray) -> Any:
+            def image_stats_distance(
+                tensors: Tensors, _logits: np.ndarray, scale: float, out: Any
+            ) -> None:
                 stats = image_stats(tensors[stats_image])
-                return kernels.whitened_distance(stats, stats_weights, stats_center)
+                kernels.add_whitened_distance(stats, stats_weights, stats_center, scale, out)
 
             return image_stats_distance
         if name == "token_bigram":
             likelihood = self._token_likelihood(arrays, record)
 
-            def token_bigram(tensors: Mapping[str, np.ndarray], _logits: np.ndarray) -> Any:
-                return -likelihood.per_language(tensors)[: likelihood.languages].max(axis=0)
+            def token_bigram(tensors: Tensors, _logits: np.ndarray, scale: float, out: Any) -> None:
+                rows = likelihood.per_language(tensors)
+                kernels.add_likelihood_term(rows, likelihood.languages, False, scale, out)
 
             return token_bigram
         if name == "background_ratio":
@@ -252,9 +266,11 @@ class OodDetector:
             if not likelihood.has_background:
                 raise ValueError("background_ratio needs the background_* arrays in ood.npz")
 
-            def background_ratio(tensors: Mapping[str, np.ndarray], _logits: np.ndarray) -> Any:
+            def background_ratio(
+                tensors: Tensors, _logits: np.ndarray, scale: float, out: Any
+            ) -> None:
                 rows = likelihood.per_language(tensors)
-                return rows[likelihood.languages] - rows[: likelihood.languages].max(axis=0)
+                kernels.add_likelihood_term(rows, likelihood.languages, True, scale, out)
 
             return background_ratio
         if name == "sequence_stats":
@@ -265,9 +281,11 @@ class OodDetector:
             )
             values_name, mask_name = inputs["sequence"], inputs["mask"]
 
-            def sequence_stats(tensors: Mapping[str, np.ndarray], _logits: np.ndarray) -> Any:
+            def sequence_stats(
+                tensors: Tensors, _logits: np.ndarray, scale: float, out: Any
+            ) -> None:
                 features = sequence_features(tensors[values_name], tensors[mask_name])
-                return kernels.whitened_distance(features, sequence_weights, center)
+                kernels.add_whitened_distance(features, sequence_weights, center, scale, out)
 
             return sequence_stats
         raise ValueError(f"unknown OOD component {name!r}")
@@ -291,13 +309,19 @@ class OodDetector:
         self, tensors: Mapping[str, np.ndarray], logits: np.ndarray
     ) -> dict[str, np.ndarray]:
         """Each component's raw (unstandardised) value per row."""
-        return {c.name: np.asarray(term(tensors, logits)) for c, term in self._terms}
+        rows = _rows32(logits)
+        values = {}
+        for c, term in self._terms:
+            values[c.name] = np.zeros(len(rows), dtype=np.float64)
+            term(tensors, rows, 1.0, values[c.name])
+        return values
 
     def score(self, tensors: Mapping[str, np.ndarray], logits: np.ndarray) -> np.ndarray:
         """The OOD score per row ([N] float64): higher is further from the training data."""
-        total = np.full(len(logits), self._offset, dtype=np.float64)
+        rows = _rows32(logits)
+        total = np.full(len(rows), self._offset, dtype=np.float64)
         for scale, term in self._scaled_terms:
-            total += scale * term(tensors, logits)
+            term(tensors, rows, scale, total)
         return total
 
     def flags(self, scores: np.ndarray) -> np.ndarray:

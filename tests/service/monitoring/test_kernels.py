@@ -24,9 +24,14 @@ def test_whitened_distance_is_the_squared_norm_of_the_whitened_offset() -> None:
     center = rng.normal(size=3).astype(np.float32)
     z = features.astype(np.float64) @ lower - center
     expected = (z * z).sum(axis=1)
-    np.testing.assert_allclose(kernels.whitened_distance(features, lower, center), expected, 1e-5)
-    got = kernels.whitened_distance(_read_only(features), _read_only(lower), _read_only(center))
-    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    out = np.zeros(4)
+    kernels.add_whitened_distance(features, lower, center, 1.0, out)
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+    # added into what `out` holds, scaled; read-only inputs as well
+    kernels.add_whitened_distance(
+        _read_only(features), _read_only(lower), _read_only(center), -0.5, out
+    )
+    np.testing.assert_allclose(out, 0.5 * expected, rtol=1e-5)
 
 
 def test_class_distance_uses_the_class_the_logits_rank_first() -> None:
@@ -34,9 +39,23 @@ def test_class_distance_uses_the_class_the_logits_rank_first() -> None:
     logits = np.array([[0.1, 3.0, -1.0], [5.0, 1.0, 2.0]], np.float32)
     offsets = np.array([[0.0, 0.0], [1.0, 0.0], [9.0, 9.0]], np.float32)
     # row 0: class 1, |(1, 2) - (1, 0)|^2 = 4; row 1: class 0, |(0, 0) - (0, 0)|^2 = 0
-    assert kernels.class_distance(projected, logits, offsets).tolist() == [4.0, 0.0]
-    got = kernels.class_distance(_read_only(projected), _read_only(logits), _read_only(offsets))
-    assert got.tolist() == [4.0, 0.0]
+    out = np.array([1.0, 1.0])
+    kernels.add_class_distance(projected, logits, offsets, 2.0, out)
+    assert out.tolist() == [9.0, 1.0]
+    read_only = [_read_only(a) for a in (projected, logits, offsets)]
+    kernels.add_class_distance(*read_only, -2.0, out)
+    assert out.tolist() == [1.0, 1.0]
+
+
+def test_likelihood_terms_take_the_best_language_and_the_background_ratio() -> None:
+    # three groups (two languages, then the background), two rows
+    rows = np.array([[-2.0, -5.0], [-3.0, -1.0], [-1.5, -4.0]], np.float32)
+    best = np.zeros(2)
+    kernels.add_likelihood_term(rows, 2, False, 1.0, best)
+    assert best.tolist() == [2.0, 1.0]  # minus the better language's log-likelihood
+    ratio = np.zeros(2)
+    kernels.add_likelihood_term(_read_only(rows), 2, True, 2.0, ratio)
+    assert ratio.tolist() == [2 * (-1.5 + 2.0), 2 * (-4.0 + 1.0)]
 
 
 def test_image_stats_and_sequence_features_take_read_only_tensors() -> None:
