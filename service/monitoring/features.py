@@ -4,7 +4,8 @@ The reference profile (training/profile.py) and the gateway's live drift windows
 (service/monitoring/drift.py) call these same functions on the same objects the preprocessors
 already hold (the decoded payload and its model tensors), so a live window and its reference
 are measured identically. Each input function returns one float per name of its kind's
-`*_FEATURES` tuple; they are a few numpy calls on arrays already in memory.
+`*_FEATURES` tuple, computed on arrays already in memory (image and sequence statistics in one
+compiled call each, service/monitoring/kernels.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image
 from tokenizers import Tokenizer
 
+from service.monitoring import kernels
 from service.repository import ModelSpec
 
 # Output features, shared by every kind: the predicted class and its softmax probability.
@@ -72,18 +74,12 @@ def input_feature_names(spec: ModelSpec) -> tuple[str, ...]:
     return sequence_feature_names(spec.sequence.channels)
 
 
-def _border(pixels: np.ndarray) -> np.ndarray:
-    if min(pixels.shape) <= 2:
-        return pixels.ravel()
-    return np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
-
-
 def image_features(image: Image.Image) -> list[float]:
     """IMAGE_FEATURES of one decoded image (any mode; colour is averaged to grey).
 
     Written for the request path: the pixels are read once (`tobytes` is cheaper than
-    `np.asarray` on a PIL image), and mean and spread come from a sum and a dot product
-    (np.std costs several times more on small arrays).
+    `np.asarray` on a PIL image) and measured in one compiled call (kernels.py: the border's
+    median, mean, spread and ink share in one pass).
     """
     width, height = image.size
     step = max(1, math.ceil(max(width, height) / SAMPLE_SIDE))
@@ -96,22 +92,17 @@ def image_features(image: Image.Image) -> list[float]:
         pixels = np.frombuffer(sample.tobytes(), dtype=np.uint8).reshape(
             sample.size[1], sample.size[0]
         )
-    else:  # other layouts (colour, 16-bit, float): numpy's own view
-        pixels = np.asarray(sample)
-    grey = pixels.astype(np.float32)
-    if grey.ndim == 3:
-        grey = grey.mean(axis=2) if grey.shape[2] > 1 else grey[:, :, 0]
-    ring = np.sort(_border(grey))
-    background = ring[len(ring) // 2]
-    flat = grey.ravel()
-    count = flat.size
-    mean = float(flat.sum()) / count
-    spread = math.sqrt(max(float(np.dot(flat, flat)) / count - mean * mean, 0.0))
-    ink = float(np.count_nonzero(np.abs(flat - background) > INK_LEVEL)) / count
+        mean, spread, ink, background = kernels.grey_features_u8(pixels, INK_LEVEL)
+    else:  # other layouts (colour, 16-bit, float): numpy's own view, averaged to grey
+        grey = np.asarray(sample).astype(np.float32)
+        if grey.ndim == 3:
+            grey = grey.mean(axis=2) if grey.shape[2] > 1 else grey[:, :, 0]
+        measured = kernels.grey_features_f32(np.ascontiguousarray(grey), INK_LEVEL)
+        mean, spread, ink, background = measured
     return [
-        mean,
-        spread,
-        ink,
+        float(mean),
+        float(spread),
+        float(ink),
         1.0 if background > 127.5 else 0.0,
         math.sqrt(width * height),
         width / height,
@@ -140,19 +131,17 @@ def text_features(text: str, input_ids: np.ndarray, rare: np.ndarray) -> list[fl
     tokens = len(input_ids)
     return [
         float(tokens),
-        float(rare[input_ids].mean()) if tokens else 0.0,
+        np.count_nonzero(rare[input_ids]) / tokens if tokens else 0.0,  # (mean: 6x the cost)
         non_latin / visible if visible else 0.0,
     ]
 
 
 def sequence_features(values: np.ndarray) -> list[float]:
     """Length, per-channel mean and per-channel standard deviation of one (T, C) sequence."""
-    length = len(values)
-    total = values.sum(axis=0, dtype=np.float64)
-    mean = total / length
-    squares = np.square(values, dtype=np.float64).sum(axis=0)
-    spread = np.sqrt(np.maximum(squares / length - mean**2, 0.0))
-    return [float(length), *mean.tolist(), *spread.tolist()]
+    moments: list[float] = kernels.sequence_moments(
+        np.ascontiguousarray(values, dtype=np.float32)
+    ).tolist()
+    return moments
 
 
 def extractor(spec: ModelSpec, tokenizer: Tokenizer | None = None) -> InputFeatures:

@@ -235,3 +235,70 @@ def sequence_features(values: np.ndarray, mask: np.ndarray) -> np.ndarray:  # pr
             out[i, 2 * channels + c] = change / pairs
         out[i, 3 * channels] = math.log(frames)
     return out
+
+
+# --- drift features (service/monitoring/features.py): one call per request's item ---------------
+
+U8_2 = types.Array(types.uint8, 2, "C", readonly=True)
+
+
+def _grey_features(pixels: np.ndarray, ink_level: float) -> np.ndarray:  # pragma: no cover
+    """[H, W] grey levels -> [mean, standard deviation, ink share, background level]. The
+    background is the median of the border ring (all pixels when the image is 2 wide or less);
+    ink is any pixel more than `ink_level` from it."""
+    rows, side = pixels.shape
+    count = rows * side
+    if min(rows, side) <= 2:
+        ring = pixels.ravel().astype(np.float64)
+    else:
+        ring = np.empty(2 * side + 2 * (rows - 2), dtype=np.float64)
+        for c in range(side):
+            ring[c] = pixels[0, c]
+            ring[side + c] = pixels[rows - 1, c]
+        for r in range(1, rows - 1):
+            ring[2 * side + r - 1] = pixels[r, 0]
+            ring[2 * side + rows - 2 + r - 1] = pixels[r, side - 1]
+    ring.sort()
+    background = ring[len(ring) // 2]
+    total = np.float64(0.0)
+    squares = np.float64(0.0)
+    ink = 0
+    for r in range(rows):
+        for c in range(side):
+            v = np.float64(pixels[r, c])
+            total += v
+            squares += v * v
+            if abs(v - background) > ink_level:
+                ink += 1
+    mean = total / count
+    out = np.empty(4, dtype=np.float64)
+    out[0] = mean
+    out[1] = math.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+    out[2] = ink / count
+    out[3] = background
+    return out
+
+
+grey_features_u8 = _compiled(OUT_F64_1(U8_2, types.float64))(_grey_features)
+grey_features_f32 = _compiled(OUT_F64_1(F32_2, types.float64))(_grey_features)
+
+
+@_compiled(OUT_F64_1(F32_2))
+def sequence_moments(values: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """[T, C] frames -> [T, each channel's mean over time, each channel's standard deviation]."""
+    steps, channels = values.shape
+    out = np.zeros(1 + 2 * channels, dtype=np.float64)
+    out[0] = steps
+    for t in range(steps):
+        for c in range(channels):
+            v = np.float64(values[t, c])
+            out[1 + c] += v
+            out[1 + channels + c] += v * v
+    length = np.float64(max(steps, 1))
+    for c in range(channels):
+        mean = out[1 + c] / length
+        out[1 + c] = mean
+        out[1 + channels + c] = math.sqrt(
+            np.maximum(out[1 + channels + c] / length - mean * mean, 0.0)
+        )
+    return out
