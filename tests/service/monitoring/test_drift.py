@@ -67,6 +67,18 @@ def test_image_features_see_polarity_intensity_ink_and_size() -> None:
     assert dict(zip(features.IMAGE_FEATURES, dark, strict=True))["dark_on_light"] == 1.0
 
 
+def test_colour_and_narrow_images_are_measured_like_grey_ones() -> None:
+    pixels = np.zeros((8, 12), dtype=np.uint8)
+    pixels[2:6, 4:8] = 200
+    grey = features.image_features(Image.fromarray(pixels))
+    colour = features.image_features(Image.fromarray(np.stack([pixels] * 3, axis=2)))
+    assert colour == pytest.approx(grey)  # averaged to grey, measured by the float path
+    # two pixels wide: every pixel is the border (median 255 of 0, 255, 255, 255)
+    narrow = features.image_features(Image.fromarray(np.array([[0, 255], [255, 255]], np.uint8)))
+    named = dict(zip(features.IMAGE_FEATURES, narrow, strict=True))
+    assert named["dark_on_light"] == 1.0 and named["ink_fraction"] == pytest.approx(0.25)
+
+
 def test_large_images_are_measured_on_a_bounded_sample() -> None:
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (3000, 2000), np.uint8))
     named = dict(zip(features.IMAGE_FEATURES, features.image_features(photo), strict=True))
