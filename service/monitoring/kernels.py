@@ -8,52 +8,22 @@ so no numpy call joins the terms (`benchmarks/ood_cost.py`, docs/out-of-distribu
 Training (training/ood.py) fits and calibrates with these same functions, so the figures
 describe exactly what is served.
 
-Every kernel has one signature, compiled when this module is first imported, and the result
-is cached beside it (`__pycache__`; numba's per-user cache directory where that is not
-writable, `NUMBA_CACHE_DIR` where set): a later import loads it in a fraction of a second. The
-wrappers in service/monitoring/ood.py bring arrays to the declared types and layouts. Sums are
-accumulated in float64.
+Every kernel has one signature, compiled and cached as service/compiled.py says. The wrappers
+in service/monitoring/ood.py and features.py bring arrays to the declared types and layouts.
+Sums are accumulated in float64.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
-from numba import njit, types
+from numba import types
 
-log = logging.getLogger(__name__)
-
-# Inputs are declared read-only: tensors decoded from a backend's answer (or a client's raw
-# bytes) are read-only views, and a writable array converts to these types as well.
-F32_1 = types.Array(types.float32, 1, "C", readonly=True)
-F32_2 = types.Array(types.float32, 2, "C", readonly=True)
-F32_3 = types.Array(types.float32, 3, "C", readonly=True)
-I64_1 = types.Array(types.int64, 1, "C", readonly=True)
-I64_2 = types.Array(types.int64, 2, "C", readonly=True)
-OUT_F32_2 = types.Array(types.float32, 2, "C")
-OUT_F64_1 = types.Array(types.float64, 1, "C")  # accumulated into
+from service.compiled import F32_1, F32_2, F32_3, I64_1, I64_2, OUT_F32_2, OUT_F64_1, U8_2, compiled
 
 
-def _compiled(signature: Any) -> Callable[[Callable[..., Any]], Any]:
-    """njit with one signature, cached on disk; compiled on every start instead where no cache
-    directory is writable (a read-only image without `NUMBA_CACHE_DIR`): ~1 s, never a
-    failed start."""
-
-    def compile_function(function: Callable[..., Any]) -> Any:
-        try:
-            return njit(signature, cache=True, nogil=True)(function)
-        except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
-            log.info("compiling %s without a disk cache: %s", function.__name__, exc)
-            return njit(signature, nogil=True)(function)
-
-    return compile_function
-
-
-@_compiled(OUT_F32_2(F32_3))
+@compiled(OUT_F32_2(F32_3))
 def image_stats(images: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     """[N, H, W] model-ready images -> [N, 5]: mean, standard deviation, mean absolute change
     between horizontal and between vertical neighbours, share of pixels above mean + std."""
@@ -91,7 +61,7 @@ def image_stats(images: np.ndarray) -> np.ndarray:  # pragma: no cover - compile
     return out
 
 
-@_compiled(types.void(F32_2, F32_2, F32_1, types.float64, OUT_F64_1))
+@compiled(types.void(F32_2, F32_2, F32_1, types.float64, OUT_F64_1))
 def add_whitened_distance(
     features: np.ndarray, lower: np.ndarray, center: np.ndarray, scale: float, out: np.ndarray
 ) -> None:  # pragma: no cover - compiled
@@ -113,7 +83,7 @@ def add_whitened_distance(
         out[i] += scale * total
 
 
-@_compiled(types.void(F32_2, F32_2, F32_2, types.float64, OUT_F64_1))
+@compiled(types.void(F32_2, F32_2, F32_2, types.float64, OUT_F64_1))
 def add_class_distance(
     projected: np.ndarray, logits: np.ndarray, offsets: np.ndarray, scale: float, out: np.ndarray
 ) -> None:  # pragma: no cover - compiled
@@ -132,7 +102,7 @@ def add_class_distance(
         out[i] += scale * total
 
 
-@_compiled(types.void(F32_2, types.float64, OUT_F64_1))
+@compiled(types.void(F32_2, types.float64, OUT_F64_1))
 def add_energy(logits: np.ndarray, scale: float, out: np.ndarray) -> None:  # pragma: no cover
     """out += scale * -logsumexp(logits) per row (shifted by the row's maximum: no overflow)."""
     n, classes = logits.shape
@@ -146,7 +116,7 @@ def add_energy(logits: np.ndarray, scale: float, out: np.ndarray) -> None:  # pr
         out[i] += scale * -(top + math.log(total))
 
 
-@_compiled(types.void(F32_2, types.int64, types.boolean, types.float64, OUT_F64_1))
+@compiled(types.void(F32_2, types.int64, types.boolean, types.float64, OUT_F64_1))
 def add_likelihood_term(
     rows: np.ndarray, languages: int, ratio: bool, scale: float, out: np.ndarray
 ) -> None:  # pragma: no cover - compiled
@@ -162,7 +132,7 @@ def add_likelihood_term(
             out[i] += scale * -best
 
 
-@_compiled(OUT_F32_2(I64_2, F32_2, I64_1, F32_2, types.int64, types.int64))
+@compiled(OUT_F32_2(I64_2, F32_2, I64_1, F32_2, types.int64, types.int64))
 def token_likelihood(
     ids: np.ndarray,
     mask: np.ndarray,
@@ -204,7 +174,7 @@ def token_likelihood(
     return out
 
 
-@_compiled(OUT_F32_2(F32_3, F32_2))
+@compiled(OUT_F32_2(F32_3, F32_2))
 def sequence_features(values: np.ndarray, mask: np.ndarray) -> np.ndarray:  # pragma: no cover
     """[N, T, C] frames and [N, T] mask -> [N, 3C + 1]: per channel the mean, standard
     deviation and mean absolute change between consecutive real frames, then log(length)."""
@@ -238,8 +208,6 @@ def sequence_features(values: np.ndarray, mask: np.ndarray) -> np.ndarray:  # pr
 
 
 # --- drift features (service/monitoring/features.py): one call per request's item ---------------
-
-U8_2 = types.Array(types.uint8, 2, "C", readonly=True)
 
 
 def _grey_features(pixels: np.ndarray, ink_level: float) -> np.ndarray:  # pragma: no cover
@@ -279,11 +247,11 @@ def _grey_features(pixels: np.ndarray, ink_level: float) -> np.ndarray:  # pragm
     return out
 
 
-grey_features_u8 = _compiled(OUT_F64_1(U8_2, types.float64))(_grey_features)
-grey_features_f32 = _compiled(OUT_F64_1(F32_2, types.float64))(_grey_features)
+grey_features_u8 = compiled(OUT_F64_1(U8_2, types.float64))(_grey_features)
+grey_features_f32 = compiled(OUT_F64_1(F32_2, types.float64))(_grey_features)
 
 
-@_compiled(OUT_F64_1(F32_2))
+@compiled(OUT_F64_1(F32_2))
 def sequence_moments(values: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     """[T, C] frames -> [T, each channel's mean over time, each channel's standard deviation]."""
     steps, channels = values.shape

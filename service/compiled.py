@@ -1,0 +1,47 @@
+"""Compiled loops (numba) for the per-request arithmetic that numpy does in many small calls.
+
+On the request path an input is usually one row, and each numpy call costs a few microseconds
+whatever its size; a loop over the row's values compiled with numba is one call. Users:
+service/monitoring/kernels.py (the OOD score and drift features) and service/preprocess/digit.py
+(the digit normalisation).
+
+Each kernel has one signature, compiled when its module is first imported, and the result is
+cached on disk: beside the module (`__pycache__`), in numba's per-user cache directory where
+that is not writable, or in `NUMBA_CACHE_DIR` where set. A later import loads it in a fraction
+of a second. Where no directory is writable (a read-only image without `NUMBA_CACHE_DIR`) the
+kernels are compiled in memory at every start instead (~2 s): never a failed start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from numba import njit, types
+
+log = logging.getLogger(__name__)
+
+# Inputs are declared read-only: tensors decoded from a backend's answer (or a client's raw
+# bytes) are read-only views, and a writable array converts to these types as well.
+F32_1 = types.Array(types.float32, 1, "C", readonly=True)
+F32_2 = types.Array(types.float32, 2, "C", readonly=True)
+F32_3 = types.Array(types.float32, 3, "C", readonly=True)
+I64_1 = types.Array(types.int64, 1, "C", readonly=True)
+I64_2 = types.Array(types.int64, 2, "C", readonly=True)
+U8_2 = types.Array(types.uint8, 2, "C", readonly=True)
+OUT_F32_2 = types.Array(types.float32, 2, "C")
+OUT_F64_1 = types.Array(types.float64, 1, "C")  # also what the `add_*` kernels accumulate into
+
+
+def compiled(signature: Any) -> Callable[[Callable[..., Any]], Any]:
+    """numba's njit with one signature, cached on disk where possible (module docstring)."""
+
+    def compile_function(function: Callable[..., Any]) -> Any:
+        try:
+            return njit(signature, cache=True, nogil=True)(function)
+        except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
+            log.info("compiling %s without a disk cache: %s", function.__name__, exc)
+            return njit(signature, nogil=True)(function)
+
+    return compile_function
