@@ -10,9 +10,13 @@ centre of mass is the centre. Training runs every example through this same func
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numba import types
 from PIL import Image
 
+from service.compiled import F32_2, OUT_F32_2, compiled
 from service.errors import BadInput
 from service.repository import ImageSpec
 
@@ -24,57 +28,106 @@ class NoInk(BadInput):
     """The image is one flat background: there is no digit to classify."""
 
 
-def median(values: np.ndarray) -> float:
-    """np.median of a 1-D array, without its generic machinery (this runs on every request)."""
-    ordered = np.sort(values)
-    middle = len(ordered) // 2
-    if len(ordered) % 2:
-        return float(ordered[middle])
-    return float((ordered[middle - 1] + ordered[middle]) / 2)
-
-
-def border(pixels: np.ndarray) -> np.ndarray:
-    """The outermost ring of pixels of a 2-D array (the paper around a digit)."""
-    if min(pixels.shape) <= 2:
-        return pixels.ravel()
-    return np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
-
-
-def bright_ink(pixels: np.ndarray, spec: ImageSpec) -> np.ndarray:
-    """(H, W) grey levels 0..255 -> ink 0..255 on 0, whatever the polarity; NoInk if none.
+def _ink_and_box(
+    pixels: np.ndarray,
+    noise_sigmas: float,
+    max_noise: float,
+    min_contrast: float,
+    ink_level: float,
+) -> tuple[np.ndarray, np.floating[Any], int, int, int, int]:  # pragma: no cover
+    """(H, W) grey levels 0..255 -> (ink 0..255 on 0, its peak before stretching, first and
+    last row and column holding ink at `ink_level` or more); an empty array when the peak is
+    below `min_contrast`.
 
     The background is the border's median: light borders mean dark ink, which is flipped. Grey
     levels within `noise_sigmas` robust standard deviations of the background (scanner or sensor
     noise, JPEG ripples; the deviation capped at `max_noise`, since a photo's busy border is not
     noise) count as background, and the rest is stretched so the brightest ink is 255.
+
+    Every step is the float32 arithmetic numpy did before this was compiled (the medians of
+    sorted float32 values, float32 differences, maxima and products), so the model sees the
+    values it was trained on.
     """
-    ring = border(pixels)
-    background = median(ring)
-    if background > 127.5:
-        pixels = 255.0 - pixels
-        ring = 255.0 - ring
+    rows, cols = pixels.shape
+    if min(rows, cols) <= 2:
+        ring = pixels.ravel().copy()
+    else:
+        ring = np.empty(2 * cols + 2 * (rows - 2), dtype=np.float32)
+        for c in range(cols):
+            ring[c] = pixels[0, c]
+            ring[cols + c] = pixels[rows - 1, c]
+        for r in range(1, rows - 1):
+            ring[2 * cols + r - 1] = pixels[r, 0]
+            ring[2 * cols + rows - 2 + r - 1] = pixels[r, cols - 1]
+    ring.sort()
+    middle = len(ring) // 2
+    if len(ring) % 2:
+        background = np.float64(ring[middle])
+    else:
+        background = np.float64((ring[middle - 1] + ring[middle]) / np.float32(2.0))
+    flip = background > 127.5
+    if flip:
         background = 255.0 - background
-    spread = min(median(np.abs(ring - np.float32(background))) * _MAD_TO_SIGMA, spec.max_noise)
-    floor = background + spec.noise_sigmas * spread
-    ink = np.maximum(pixels - np.float32(floor), np.float32(0.0))
-    peak = float(ink.max())
-    if peak < spec.min_contrast:
+    centre = np.float32(background)
+    deviation = np.empty(len(ring), dtype=np.float32)
+    for i in range(len(ring)):
+        level = np.float32(255.0) - ring[i] if flip else ring[i]
+        deviation[i] = abs(level - centre)
+    deviation.sort()
+    if len(deviation) % 2:
+        spread = np.float64(deviation[middle])
+    else:
+        spread = np.float64((deviation[middle - 1] + deviation[middle]) / np.float32(2.0))
+    spread = np.minimum(spread * _MAD_TO_SIGMA, max_noise)
+    floor = np.float32(background + noise_sigmas * spread)
+    ink = np.empty((rows, cols), dtype=np.float32)
+    peak = np.float32(0.0)
+    for r in range(rows):
+        for c in range(cols):
+            level = np.float32(255.0) - pixels[r, c] if flip else pixels[r, c]
+            value = max(level - floor, np.float32(0.0))
+            ink[r, c] = value
+            peak = max(peak, value)
+    if np.float64(peak) < min_contrast:
+        return np.empty((0, 0), dtype=np.float32), np.float64(peak), 0, -1, 0, -1
+    scale = np.float32(255.0 / np.float64(peak))
+    threshold = np.float32(ink_level)
+    top, bottom, left, right = rows, -1, cols, -1
+    for r in range(rows):
+        for c in range(cols):
+            value = ink[r, c] * scale
+            ink[r, c] = value
+            if value >= threshold:
+                top = min(top, r)
+                bottom = max(bottom, r)
+                left = min(left, c)
+                right = max(right, c)
+    return ink, np.float64(peak), top, bottom, left, right
+
+
+_ink_and_box_compiled = compiled(
+    types.Tuple((OUT_F32_2, types.float64, types.int64, types.int64, types.int64, types.int64))(
+        F32_2, types.float64, types.float64, types.float64, types.float64
+    )
+)(_ink_and_box)
+
+
+def centre_digit(pixels: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    """(H, W) grey levels 0..255 of one digit -> (height, width) float32 ink 0..255, MNIST-style."""
+    ink, peak, top, bottom, left, right = _ink_and_box_compiled(
+        np.ascontiguousarray(pixels, dtype=np.float32),
+        spec.noise_sigmas,
+        spec.max_noise,
+        spec.min_contrast,
+        spec.ink_threshold * 255.0,
+    )
+    if peak < spec.min_contrast or bottom < top:
         raise NoInk(
             f"image has no ink: nothing stands out from the background by {spec.min_contrast:g} "
             f"grey levels or more (the brightest mark reaches {peak:.0f}); send one digit, "
             "dark on light or light on dark"
         )
-    stretched: np.ndarray = ink * np.float32(255.0 / peak)
-    return stretched
-
-
-def centre_digit(pixels: np.ndarray, spec: ImageSpec) -> np.ndarray:
-    """(H, W) grey levels 0..255 of one digit -> (height, width) float32 ink 0..255, MNIST-style."""
-    ink = bright_ink(np.asarray(pixels, dtype=np.float32), spec)
-    marked = ink >= spec.ink_threshold * 255.0
-    rows = np.flatnonzero(marked.any(axis=1))
-    cols = np.flatnonzero(marked.any(axis=0))
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    crop = ink[top : bottom + 1, left : right + 1]
 
     # Scale the longer side to the box, keeping aspect (a "1" stays narrow). Pillow's resize
     # filters are antialiased when shrinking, so a large photo does not alias into speckle.

@@ -116,3 +116,57 @@ def test_a_photo_with_a_busy_border_is_laid_out_not_refused() -> None:
     photo = Image.open(Path(sklearn.datasets.__file__).parent / "images" / "china.jpg")
     out = normalised(photo.convert("L"))
     assert out.shape == (28, 28) and out.max() > 0  # a (meaningless) digit, as documented
+
+
+def _numpy_ink_and_box(
+    pixels: np.ndarray, spec: ImageSpec
+) -> tuple[np.ndarray, tuple[int, ...]] | None:
+    """The normalisation's ink step as numpy wrote it when the committed model was trained
+    (None: no ink)."""
+    ring = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
+
+    def median(values: np.ndarray) -> float:
+        ordered, middle = np.sort(values), len(values) // 2
+        if len(ordered) % 2:
+            return float(ordered[middle])
+        return float((ordered[middle - 1] + ordered[middle]) / 2)
+
+    background = median(ring)
+    if background > 127.5:
+        pixels, ring, background = 255.0 - pixels, 255.0 - ring, 255.0 - background
+    spread = min(median(np.abs(ring - np.float32(background))) * 1.4826, spec.max_noise)
+    ink = np.maximum(pixels - np.float32(background + spec.noise_sigmas * spread), np.float32(0))
+    if float(ink.max()) < spec.min_contrast:
+        return None
+    ink = ink * np.float32(255.0 / float(ink.max()))
+    marked = ink >= spec.ink_threshold * 255.0
+    rows, cols = np.flatnonzero(marked.any(axis=1)), np.flatnonzero(marked.any(axis=0))
+    return ink, (rows[0], rows[-1], cols[0], cols[-1])
+
+
+def test_the_compiled_ink_step_gives_numpys_values_bit_for_bit() -> None:
+    """The model was trained on images normalised by numpy; the compiled step must give the
+    same float32 values (noisy paper, both polarities, odd and even border lengths)."""
+    from service.preprocess.digit import _ink_and_box_compiled
+
+    rng = np.random.default_rng(0)
+    compared = 0
+    for index in range(200):
+        height, width = rng.integers(3, 60, size=2)
+        paper, ink_level = rng.integers(0, 256, size=2)
+        pixels = np.full((height, width), paper, np.float32)
+        pixels += rng.normal(0, rng.uniform(0, 20), size=pixels.shape).astype(np.float32)
+        pixels[height // 4 : 3 * height // 4, width // 3 : 2 * width // 3 + 1] = ink_level
+        pixels = np.clip(np.round(pixels), 0, 255).astype(np.float32)
+        reference = _numpy_ink_and_box(pixels, SPEC)
+        got, _, *got_box = _ink_and_box_compiled(
+            pixels, SPEC.noise_sigmas, SPEC.max_noise, SPEC.min_contrast, SPEC.ink_threshold * 255
+        )
+        if reference is None:  # no ink: the compiled step says so with an empty array
+            assert got.size == 0, index
+            continue
+        expected, box = reference
+        np.testing.assert_array_equal(got, expected, err_msg=f"image {index}")
+        assert tuple(got_box) == box, index
+        compared += 1
+    assert compared >= 100  # the rest have no ink above the noise floor, on both sides
