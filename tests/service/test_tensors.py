@@ -29,6 +29,17 @@ def test_pads_variable_dims_and_keeps_rows_in_order(tiny_repository: Path) -> No
     assert batch["SEQUENCE"].dtype == np.float32
 
 
+def test_without_buckets_a_batch_is_padded_to_its_longest_row_only(tiny_repository: Path) -> None:
+    """What the embedded backend gets: no server-side batcher to share shapes with."""
+    collate = Collator(load_model(tiny_repository / "seq"), buckets=False)
+    a = {"SEQUENCE": np.ones((1, 3, 3), np.float32), "MASK": np.ones((1, 3), np.float32)}
+    b = {"SEQUENCE": np.full((1, 5, 3), 2, np.float32), "MASK": np.ones((1, 5), np.float32)}
+    batch = collate([a, b])
+    assert batch["SEQUENCE"].shape == (2, 5, 3)
+    assert batch["MASK"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    assert collate([a])["SEQUENCE"] is a["SEQUENCE"]  # one row: passed through as it is
+
+
 def test_fixed_shape_inputs_are_only_concatenated(tiny_repository: Path) -> None:
     collate = Collator(load_model(tiny_repository / "img"))
     parts = [{"IMAGE": np.full((1, 1, 28, 28), i, np.float32)} for i in range(3)]
