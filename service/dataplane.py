@@ -211,7 +211,10 @@ class _Model:
         self.drift: DriftWindow | None = None
         if drift is not None:
             self.drift = drift.window_for(spec, getattr(self.preprocessor, "tokenizer", None))
-        self.collator = Collator(spec, buckets=backend.length_buckets)
+        buckets = settings.length_buckets
+        self.collator = Collator(
+            spec, buckets=backend.length_buckets if buckets is None else buckets
+        )
         max_batch = min(settings.max_batch_size or spec.max_batch_size, spec.max_batch_size)
         delay_s = (
             settings.max_batch_delay_ms / 1000.0
