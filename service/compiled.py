@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from numba import njit, types
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,41 @@ OUT_F64_1 = types.Array(types.float64, 1, "C")  # also what the `add_*` kernels 
 
 
 def compiled(signature: Any) -> Callable[[Callable[..., Any]], Any]:
-    """numba's njit with one signature, cached on disk where possible (module docstring)."""
+    """numba's njit with one signature, cached on disk where possible (module docstring).
+    Without a signature (None) the function is compiled for the types of its callers: for
+    helpers that other kernels call."""
 
     def compile_function(function: Callable[..., Any]) -> Any:
+        options = {"cache": True, "nogil": True}
         try:
-            return njit(signature, cache=True, nogil=True)(function)
+            if signature is None:
+                return njit(**options)(function)
+            return njit(signature, **options)(function)
         except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
             log.info("compiling %s without a disk cache: %s", function.__name__, exc)
-            return njit(signature, nogil=True)(function)
+            return (
+                njit(nogil=True)(function)
+                if signature is None
+                else njit(signature, nogil=True)(function)
+            )
 
     return compile_function
+
+
+@compiled(None)
+def border_ring(pixels: Any) -> Any:  # pragma: no cover - compiled
+    """The outermost ring of pixels of a 2-D array (every pixel when it is 2 wide or less),
+    sorted, as float64 (exact for the uint8 and float32 values it is given)."""
+    rows, cols = pixels.shape
+    if min(rows, cols) <= 2:
+        ring = pixels.ravel().astype(np.float64)
+    else:
+        ring = np.empty(2 * cols + 2 * (rows - 2), dtype=np.float64)
+        for c in range(cols):
+            ring[c] = pixels[0, c]
+            ring[cols + c] = pixels[rows - 1, c]
+        for r in range(1, rows - 1):
+            ring[2 * cols + r - 1] = pixels[r, 0]
+            ring[2 * cols + rows - 2 + r - 1] = pixels[r, cols - 1]
+    ring.sort()
+    return ring

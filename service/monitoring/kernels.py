@@ -20,7 +20,18 @@ import math
 import numpy as np
 from numba import types
 
-from service.compiled import F32_1, F32_2, F32_3, I64_1, I64_2, OUT_F32_2, OUT_F64_1, U8_2, compiled
+from service.compiled import (
+    F32_1,
+    F32_2,
+    F32_3,
+    I64_1,
+    I64_2,
+    OUT_F32_2,
+    OUT_F64_1,
+    U8_2,
+    border_ring,
+    compiled,
+)
 
 
 @compiled(OUT_F32_2(F32_3))
@@ -216,17 +227,7 @@ def _grey_features(pixels: np.ndarray, ink_level: float) -> np.ndarray:  # pragm
     ink is any pixel more than `ink_level` from it."""
     rows, side = pixels.shape
     count = rows * side
-    if min(rows, side) <= 2:
-        ring = pixels.ravel().astype(np.float64)
-    else:
-        ring = np.empty(2 * side + 2 * (rows - 2), dtype=np.float64)
-        for c in range(side):
-            ring[c] = pixels[0, c]
-            ring[side + c] = pixels[rows - 1, c]
-        for r in range(1, rows - 1):
-            ring[2 * side + r - 1] = pixels[r, 0]
-            ring[2 * side + rows - 2 + r - 1] = pixels[r, side - 1]
-    ring.sort()
+    ring = border_ring(pixels)
     background = ring[len(ring) // 2]
     total = np.float64(0.0)
     squares = np.float64(0.0)

@@ -16,7 +16,7 @@ import numpy as np
 from numba import types
 from PIL import Image
 
-from service.compiled import F32_2, OUT_F32_2, compiled
+from service.compiled import F32_2, OUT_F32_2, border_ring, compiled
 from service.errors import BadInput
 from service.repository import ImageSpec
 
@@ -49,29 +49,20 @@ def _ink_and_box(
     values it was trained on.
     """
     rows, cols = pixels.shape
-    if min(rows, cols) <= 2:
-        ring = pixels.ravel().copy()
-    else:
-        ring = np.empty(2 * cols + 2 * (rows - 2), dtype=np.float32)
-        for c in range(cols):
-            ring[c] = pixels[0, c]
-            ring[cols + c] = pixels[rows - 1, c]
-        for r in range(1, rows - 1):
-            ring[2 * cols + r - 1] = pixels[r, 0]
-            ring[2 * cols + rows - 2 + r - 1] = pixels[r, cols - 1]
-    ring.sort()
+    ring = border_ring(pixels)  # float64 copies of the float32 values, sorted
     middle = len(ring) // 2
     if len(ring) % 2:
-        background = np.float64(ring[middle])
-    else:
-        background = np.float64((ring[middle - 1] + ring[middle]) / np.float32(2.0))
+        background = ring[middle]
+    else:  # numpy's median of float32 values: their float32 sum, halved
+        background = np.float64((np.float32(ring[middle - 1]) + np.float32(ring[middle])) / 2)
     flip = background > 127.5
     if flip:
         background = 255.0 - background
     centre = np.float32(background)
     deviation = np.empty(len(ring), dtype=np.float32)
     for i in range(len(ring)):
-        level = np.float32(255.0) - ring[i] if flip else ring[i]
+        value = np.float32(ring[i])
+        level = np.float32(255.0) - value if flip else value
         deviation[i] = abs(level - centre)
     deviation.sort()
     if len(deviation) % 2:
