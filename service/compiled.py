@@ -41,18 +41,12 @@ def compiled(signature: Any) -> Callable[[Callable[..., Any]], Any]:
     helpers that other kernels call."""
 
     def compile_function(function: Callable[..., Any]) -> Any:
-        options = {"cache": True, "nogil": True}
+        signatures = () if signature is None else (signature,)
         try:
-            if signature is None:
-                return njit(**options)(function)
-            return njit(signature, **options)(function)
+            return njit(*signatures, cache=True, nogil=True)(function)
         except RuntimeError as exc:  # numba: "cannot cache function ...: no locator available"
             log.info("compiling %s without a disk cache: %s", function.__name__, exc)
-            return (
-                njit(nogil=True)(function)
-                if signature is None
-                else njit(signature, nogil=True)(function)
-            )
+            return njit(*signatures, nogil=True)(function)
 
     return compile_function
 

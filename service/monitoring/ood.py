@@ -46,13 +46,6 @@ SCHEMA_VERSION = 2
 log = logging.getLogger(__name__)
 
 
-def energy(logits: np.ndarray) -> np.ndarray:
-    """-logsumexp over classes, per row (float64)."""
-    out = np.zeros(len(logits), dtype=np.float64)
-    kernels.add_energy(_rows32(logits), 1.0, out)
-    return out
-
-
 def whitening(precision: np.ndarray) -> np.ndarray:
     """L with L @ L.T == precision, so that |delta @ L|^2 is the squared Mahalanobis distance:
     one product per row instead of two (float64; callers fold it into their own products)."""
@@ -152,7 +145,6 @@ class TokenLikelihood:
         # language lie side by side (36 bytes), so a gather touches one or two cache lines per
         # token instead of one per language (the table is several MB).
         self._table = np.ascontiguousarray(np.concatenate(rows).astype(np.float32).T)
-        self._last = len(self._seen) - 1
         self._vocab, self._start = vocab, start_id
         self._ids_name, self._mask_name = ids_name, mask_name
         self._cached: tuple[np.ndarray | None, np.ndarray] = (None, np.zeros(0))
@@ -422,8 +414,7 @@ class ModelOod:
         None (logged) when the detector cannot score these tensors: a monitoring fault must not
         fail the predictions it watches."""
         try:
-            rows = logits.reshape(len(logits), -1)
-            scores = self._detector.score(tensors, rows).astype(np.float32)
+            scores = self._detector.score(tensors, logits).astype(np.float32)
         except Exception:
             log.warning("OOD scoring failed for %s/%s", self.model, self.version, exc_info=True)
             return None

@@ -28,6 +28,16 @@ class NoInk(BadInput):
     """The image is one flat background: there is no digit to classify."""
 
 
+@compiled(None)
+def _float32_median(ordered: Any) -> Any:  # pragma: no cover - compiled
+    """The median of sorted float32 values (held in any float dtype) as numpy computes it for a
+    float32 array: the middle value, or the float32 sum of the two middle ones, halved."""
+    middle = len(ordered) // 2
+    if len(ordered) % 2:
+        return np.float64(ordered[middle])
+    return np.float64((np.float32(ordered[middle - 1]) + np.float32(ordered[middle])) / 2)
+
+
 def _ink_and_box(
     pixels: np.ndarray,
     noise_sigmas: float,
@@ -50,11 +60,7 @@ def _ink_and_box(
     """
     rows, cols = pixels.shape
     ring = border_ring(pixels)  # float64 copies of the float32 values, sorted
-    middle = len(ring) // 2
-    if len(ring) % 2:
-        background = ring[middle]
-    else:  # numpy's median of float32 values: their float32 sum, halved
-        background = np.float64((np.float32(ring[middle - 1]) + np.float32(ring[middle])) / 2)
+    background = _float32_median(ring)
     flip = background > 127.5
     if flip:
         background = 255.0 - background
@@ -65,11 +71,7 @@ def _ink_and_box(
         level = np.float32(255.0) - value if flip else value
         deviation[i] = abs(level - centre)
     deviation.sort()
-    if len(deviation) % 2:
-        spread = np.float64(deviation[middle])
-    else:
-        spread = np.float64((deviation[middle - 1] + deviation[middle]) / np.float32(2.0))
-    spread = np.minimum(spread * _MAD_TO_SIGMA, max_noise)
+    spread = np.minimum(_float32_median(deviation) * _MAD_TO_SIGMA, max_noise)
     floor = np.float32(background + noise_sigmas * spread)
     ink = np.empty((rows, cols), dtype=np.float32)
     peak = np.float32(0.0)

@@ -14,6 +14,16 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return view
 
 
+def test_energy_is_minus_logsumexp_and_higher_when_no_class_fits() -> None:
+    logits = np.array([[10.0, 0.0, 0.0], [0.1, 0.0, -0.1], [1000.0, 999.0, 0.0]], np.float32)
+    energy = np.zeros(3)
+    kernels.add_energy(_read_only(logits), 1.0, energy)
+    expected = -np.log(np.exp(logits[:2].astype(np.float64)).sum(axis=1))
+    np.testing.assert_allclose(energy[:2], expected, rtol=1e-6)
+    assert energy[1] > energy[0]  # flat logits: higher energy
+    assert np.isfinite(energy[2])  # no overflow on large logits
+
+
 def test_whitened_distance_is_the_squared_norm_of_the_whitened_offset() -> None:
     rng = np.random.default_rng(0)
     features = rng.normal(size=(4, 5)).astype(np.float32)
