@@ -50,7 +50,7 @@ CALIBRATION_QUANTILE = 0.97
 # digits best but misses photos and noise, which energy and the image statistics catch.
 WEIGHTS: dict[str, dict[str, float]] = {
     "image": {"energy": 1.0, "pixel_distance": 0.75, "image_stats": 0.5},
-    "text": {"energy": 1.0, "token_bigram": 1.0, "background_ratio": 4.0},
+    "text": {"energy": 1.0, "token_bigram_total": 0.75, "background_ratio_total": 6.0},
     "sequence": {"sequence_stats": 1.0},
 }
 PIXEL_COMPONENTS = 40  # principal components of the 28x28 training inputs kept
@@ -731,9 +731,10 @@ METHOD = {
     "image": "energy of the logits + 0.75 x class-conditional Mahalanobis distance in the top "
     f"{PIXEL_COMPONENTS} principal components of the training inputs + 0.5 x Mahalanobis "
     "distance of five image statistics (mean, spread, neighbour differences, bright share)",
-    "text": "energy of the logits + per-language token-bigram likelihood of the input "
-    f"(interpolated bigram/unigram, {BIGRAM_SHARE:.0%} bigram) + 4 x its likelihood ratio "
-    "against a background model of other languages",
+    "text": "energy of the logits + 0.75 x the whole input's log-likelihood under the best of "
+    f"per-language token-bigram models (interpolated bigram/unigram, {BIGRAM_SHARE:.0%} bigram) "
+    "+ 6 x the whole input's log-likelihood ratio of a background model of other languages "
+    "against that best language",
     "sequence": "Mahalanobis distance (Ledoit-Wolf covariance) of per-channel mean, spread and "
     "frame-to-frame change plus log length",
 }

@@ -127,20 +127,23 @@ def add_energy(logits: np.ndarray, scale: float, out: np.ndarray) -> None:  # pr
         out[i] += scale * -(top + math.log(total))
 
 
-@compiled(types.void(F32_2, types.int64, types.boolean, types.float64, OUT_F64_1))
+@compiled(types.void(F32_2, types.int64, types.boolean, types.boolean, types.float64, OUT_F64_1))
 def add_likelihood_term(
-    rows: np.ndarray, languages: int, ratio: bool, scale: float, out: np.ndarray
+    rows: np.ndarray, languages: int, ratio: bool, total: bool, scale: float, out: np.ndarray
 ) -> None:  # pragma: no cover - compiled
-    """From `token_likelihood`'s [groups, N]: out += scale * -(best of the first `languages`
-    groups) per row, or with `ratio` scale * (group `languages`, the background, - that best)."""
+    """From `token_likelihood`'s [groups + 1, N]: out += scale * -(best of the first `languages`
+    groups) per row, or with `ratio` scale * (group `languages`, the background, - that best).
+    With `total` the value is for the whole text (times the last row, its token count) instead
+    of per token."""
+    count = rows.shape[0] - 1
     for i in range(rows.shape[1]):
         best = np.float64(rows[0, i])
         for g in range(1, languages):
             best = np.maximum(best, np.float64(rows[g, i]))
-        if ratio:
-            out[i] += scale * (np.float64(rows[languages, i]) - best)
-        else:
-            out[i] += scale * -best
+        value = np.float64(rows[languages, i]) - best if ratio else -best
+        if total:
+            value *= np.float64(rows[count, i])
+        out[i] += scale * value
 
 
 @compiled(OUT_F32_2(I64_2, F32_2, I64_1, F32_2, types.int64, types.int64))
@@ -152,8 +155,8 @@ def token_likelihood(
     vocab: int,
     start: int,
 ) -> np.ndarray:  # pragma: no cover - compiled
-    """[groups, N] mean log-likelihood of each row's real tokens (mask 1) under each group's
-    token-bigram model.
+    """[groups + 1, N]: the mean log-likelihood of each row's real tokens (mask 1) under each
+    group's token-bigram model, then the row's count of real tokens (at least 1).
 
     `table` is [vocab + pairs, groups]: the unigram term of each token, then the bigram term of
     each pair in `seen` (sorted keys previous * vocab + token). A pair not in `seen` reads its
@@ -161,7 +164,7 @@ def token_likelihood(
     vocabulary."""
     n, length = ids.shape
     groups = table.shape[1]
-    out = np.zeros((groups, n), dtype=np.float32)
+    out = np.zeros((groups + 1, n), dtype=np.float32)
     sums = np.empty(groups, dtype=np.float64)
     last = len(seen) - 1
     for i in range(n):
@@ -182,6 +185,7 @@ def token_likelihood(
         weight = np.maximum(weight, 1.0)
         for g in range(groups):
             out[g, i] = sums[g] / weight
+        out[groups, i] = weight
     return out
 
 

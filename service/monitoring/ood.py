@@ -15,6 +15,9 @@ tensors (as sent to Triton) and its logits, so scoring needs no extra model call
   background model of other languages minus the best of the training languages': a
   likelihood ratio, high when the input reads more like some other language than like any of
   the model's (outlier exposure, Hendrycks et al., 2019).
+- `token_bigram_total`, `background_ratio_total` (text models): the same for the whole text
+  (times its token count): the log-likelihood ratio of the text itself, so a long phrase that
+  reads like another language weighs more than one ambiguous word (docs/out-of-distribution.md).
 - `sequence_stats` (sequence models): Mahalanobis distance of per-channel mean, spread and mean
   absolute frame-to-frame change, plus log length, from the training sequences' distribution.
 
@@ -104,6 +107,15 @@ class Component:
     std: float
 
 
+# The token-likelihood components: (background ratio?, whole text rather than per token?).
+LIKELIHOOD_TERMS: dict[str, tuple[bool, bool]] = {
+    "token_bigram": (False, False),
+    "background_ratio": (True, False),
+    "token_bigram_total": (False, True),
+    "background_ratio_total": (True, True),
+}
+
+
 class TokenLikelihood:
     """Mean log-likelihood of each row's tokens under per-language token-bigram models, and
     under a background model of other languages when the detector has one.
@@ -150,7 +162,8 @@ class TokenLikelihood:
         self._cached: tuple[np.ndarray | None, np.ndarray] = (None, np.zeros(0))
 
     def per_language(self, tensors: Mapping[str, np.ndarray]) -> np.ndarray:
-        """[languages (+ 1 background), rows] mean log-likelihood of each row's real tokens."""
+        """[languages (+ 1 background) + 1, rows]: the mean log-likelihood of each row's real
+        tokens per group, then its count of real tokens."""
         ids = tensors[self._ids_name]
         cached_ids, cached = self._cached  # one read: safe if another thread replaces it
         if cached_ids is ids:
@@ -245,26 +258,19 @@ class OodDetector:
                 kernels.add_whitened_distance(stats, stats_weights, stats_center, scale, out)
 
             return image_stats_distance
-        if name == "token_bigram":
+        if name in LIKELIHOOD_TERMS:
+            ratio, total = LIKELIHOOD_TERMS[name]
             likelihood = self._token_likelihood(arrays, record)
+            if ratio and not likelihood.has_background:
+                raise ValueError(f"{name} needs the background_* arrays in ood.npz")
 
-            def token_bigram(tensors: Tensors, _logits: np.ndarray, scale: float, out: Any) -> None:
-                rows = likelihood.per_language(tensors)
-                kernels.add_likelihood_term(rows, likelihood.languages, False, scale, out)
-
-            return token_bigram
-        if name == "background_ratio":
-            likelihood = self._token_likelihood(arrays, record)
-            if not likelihood.has_background:
-                raise ValueError("background_ratio needs the background_* arrays in ood.npz")
-
-            def background_ratio(
+            def likelihood_term(
                 tensors: Tensors, _logits: np.ndarray, scale: float, out: Any
             ) -> None:
                 rows = likelihood.per_language(tensors)
-                kernels.add_likelihood_term(rows, likelihood.languages, True, scale, out)
+                kernels.add_likelihood_term(rows, likelihood.languages, ratio, total, scale, out)
 
-            return background_ratio
+            return likelihood_term
         if name == "sequence_stats":
             lower = whitening(arrays["sequence_precision"])
             sequence_weights = np.ascontiguousarray(lower, dtype=np.float32)
@@ -285,8 +291,8 @@ class OodDetector:
     def _token_likelihood(
         self, arrays: Mapping[str, np.ndarray], record: Mapping[str, Any]
     ) -> TokenLikelihood:
-        # token_bigram and background_ratio read the same table: built once, and one gather
-        # per batch serves both.
+        # the likelihood components read the same table: built once, and one gather per batch
+        # serves them all.
         if self._likelihood is None:
             self._likelihood = TokenLikelihood(
                 arrays,

@@ -165,6 +165,17 @@ def test_background_ratio_is_the_background_likelihood_over_the_best_language() 
     )
     expected = parts["token_bigram"] + 2.0 * (parts["background_ratio"] - 1.0) / 4.0
     np.testing.assert_allclose(detector.score(tensors, np.zeros((2, 2))), expected, rtol=1e-6)
+    # the whole-text forms are the per-token ones times each row's real tokens (2, then 1)
+    totals = [
+        {"name": "token_bigram_total", "weight": 1.0, "mean": 0.0, "std": 1.0},
+        {"name": "background_ratio_total", "weight": 1.0, "mean": 0.0, "std": 1.0},
+    ]
+    whole = OodDetector({**record, "components": totals}, arrays)
+    got = whole.component_scores(tensors, np.zeros((2, 2), np.float32))
+    np.testing.assert_allclose(got["token_bigram_total"], parts["token_bigram"] * [2, 1], rtol=1e-6)
+    np.testing.assert_allclose(
+        got["background_ratio_total"], parts["background_ratio"] * [2, 1], rtol=1e-6
+    )
     # a detector that names the component must have the background arrays
     without = {k: v for k, v in arrays.items() if not k.startswith("background")}
     with pytest.raises(ValueError, match="background"):

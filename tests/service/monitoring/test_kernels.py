@@ -55,14 +55,21 @@ def test_class_distance_uses_the_class_the_logits_rank_first() -> None:
 
 
 def test_likelihood_terms_take_the_best_language_and_the_background_ratio() -> None:
-    # three groups (two languages, then the background), two rows
-    rows = np.array([[-2.0, -5.0], [-3.0, -1.0], [-1.5, -4.0]], np.float32)
+    # three groups (two languages, then the background), then the token counts; two rows
+    rows = np.array([[-2.0, -5.0], [-3.0, -1.0], [-1.5, -4.0], [3.0, 1.0]], np.float32)
     best = np.zeros(2)
-    kernels.add_likelihood_term(rows, 2, False, 1.0, best)
+    kernels.add_likelihood_term(rows, 2, False, False, 1.0, best)
     assert best.tolist() == [2.0, 1.0]  # minus the better language's log-likelihood
     ratio = np.zeros(2)
-    kernels.add_likelihood_term(_read_only(rows), 2, True, 2.0, ratio)
+    kernels.add_likelihood_term(_read_only(rows), 2, True, False, 2.0, ratio)
     assert ratio.tolist() == [2 * (-1.5 + 2.0), 2 * (-4.0 + 1.0)]
+    # whole text: the per-token values times each row's token count (3 and 1)
+    best_total = np.zeros(2)
+    kernels.add_likelihood_term(rows, 2, False, True, 1.0, best_total)
+    assert best_total.tolist() == [6.0, 1.0]
+    ratio_total = np.zeros(2)
+    kernels.add_likelihood_term(rows, 2, True, True, 2.0, ratio_total)
+    assert ratio_total.tolist() == [2 * 3 * (-1.5 + 2.0), 2 * 1 * (-4.0 + 1.0)]
 
 
 def test_image_stats_and_sequence_features_take_read_only_tensors() -> None:
@@ -86,6 +93,6 @@ def test_token_likelihood_takes_read_only_ids_and_an_empty_pair_table() -> None:
     ids = np.array([[1, 2, 0]], np.int64)
     mask = np.array([[1, 1, 0]], np.float32)
     seen = np.zeros(0, np.int64)  # no pair seen: every token reads its unigram term
-    expected = table[[1, 2]].mean(axis=0)[:, None]
+    expected = np.r_[table[[1, 2]].mean(axis=0), 2.0][:, None]  # then the count of real tokens
     got = kernels.token_likelihood(_read_only(ids), _read_only(mask), seen, table, vocab, start)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
