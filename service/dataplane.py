@@ -211,10 +211,7 @@ class _Model:
         self.drift: DriftWindow | None = None
         if drift is not None:
             self.drift = drift.window_for(spec, getattr(self.preprocessor, "tokenizer", None))
-        buckets = settings.length_buckets
-        self.collator = Collator(
-            spec, buckets=backend.length_buckets if buckets is None else buckets
-        )
+        self.collator = Collator(spec, buckets=settings.length_buckets)
         max_batch = min(settings.max_batch_size or spec.max_batch_size, spec.max_batch_size)
         delay_s = (
             settings.max_batch_delay_ms / 1000.0

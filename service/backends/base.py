@@ -25,9 +25,6 @@ class InferenceBackend(ABC):
 
     #: how many independent servers take batches (scales the batcher's concurrency)
     replicas: int = 1
-    #: pad variable-length inputs to length buckets (service/tensors.py): for a server whose own
-    #: batcher merges only equal shapes; a backend without one gets the batch's longest row
-    length_buckets: bool = True
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Open connections / load sessions."""

@@ -18,10 +18,6 @@ class EmbeddedBackend(InferenceBackend):
     """One ONNX Runtime session per model version; tiny batches run inline, larger ones in a small
     thread pool off the event loop."""
 
-    # The gateway's batcher is the only one: ONNX Runtime runs any shape, so padding a batch
-    # beyond its longest row would only add work.
-    length_buckets = False
-
     def __init__(self, specs: list[ModelSpec], threads: int = 1, inline_rows: int = 16) -> None:
         self._specs = specs
         self._threads = threads

@@ -1,4 +1,4 @@
-"""Which lengths a backend gets: length buckets for Triton, the batch's longest row in process."""
+"""Which lengths a backend gets: the batch's longest row, or length buckets when set."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.backends.base import InferenceBackend
 from service.backends.embedded import EmbeddedBackend
-from service.backends.triton import TritonBackend
 from service.dataplane import DataPlane
 from service.metrics import Metrics
 from service.repository import ModelSpec, load_repository_versions
@@ -30,21 +28,14 @@ class RecordingEmbedded(EmbeddedBackend):
         return await super().infer(spec, inputs)
 
 
-def test_backends_say_whether_they_want_buckets() -> None:
-    assert TritonBackend.length_buckets and InferenceBackend.length_buckets
-    assert not EmbeddedBackend.length_buckets
-
-
 @pytest.mark.parametrize(("setting", "expected"), [(None, 3), (True, 8), (False, 3)])
-def test_a_phrase_reaches_the_embedded_model_at_its_own_length_unless_set(
+def test_a_phrase_reaches_the_model_at_its_own_length_unless_buckets_are_set(
     model_repository: Path, setting: bool | None, expected: int
 ) -> None:
     async def scenario() -> list[int]:
+        chosen = {} if setting is None else {"length_buckets": setting}
         settings = Settings(
-            model_repository=model_repository,
-            backend="embedded",
-            length_buckets=setting,
-            watch_interval_s=0,
+            model_repository=model_repository, backend="embedded", watch_interval_s=0, **chosen
         )
         specs = load_repository_versions(model_repository)
         backend = RecordingEmbedded([s for versions in specs.values() for s in versions.values()])
