@@ -36,7 +36,10 @@ WARMUP_LENGTH = 16
 # Triton's dynamic batcher: no artificial delay. Triton still batches whatever
 # queued while the instance was busy (docs/architecture.md, "Batching").
 QUEUE_DELAY_US = 0
-INTRA_OP_THREADS = 2
+# ONNX Runtime threads per model instance. One: a second intra-op thread does not pay on
+# these small models, and on the GRU its hand-offs gave Triton a p99 four to five times its
+# p50 (docs/local-triton.md, "Threads per instance"). Scale with instances instead.
+INTRA_OP_THREADS = 1
 
 
 def model_config(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> mc.ModelConfig:
