@@ -727,14 +727,18 @@ def evaluate(model_dir: Path, version: int, detector: OodDetector | None = None)
     return record
 
 
+# The weights are read from WEIGHTS, so the description cannot drift from what is fitted.
+_IMAGE, _TEXT = WEIGHTS["image"], WEIGHTS["text"]
 METHOD = {
-    "image": "energy of the logits + 0.75 x class-conditional Mahalanobis distance in the top "
-    f"{PIXEL_COMPONENTS} principal components of the training inputs + 0.5 x Mahalanobis "
-    "distance of five image statistics (mean, spread, neighbour differences, bright share)",
-    "text": "energy of the logits + 0.75 x the whole input's log-likelihood under the best of "
-    f"per-language token-bigram models (interpolated bigram/unigram, {BIGRAM_SHARE:.0%} bigram) "
-    "+ 6 x the whole input's log-likelihood ratio of a background model of other languages "
-    "against that best language",
+    "image": f"energy of the logits + {_IMAGE['pixel_distance']:g} x class-conditional "
+    f"Mahalanobis distance in the top {PIXEL_COMPONENTS} principal components of the training "
+    f"inputs + {_IMAGE['image_stats']:g} x Mahalanobis distance of five image statistics (mean, "
+    "spread, neighbour differences, bright share)",
+    "text": f"energy of the logits + {_TEXT['token_bigram_total']:g} x the whole input's "
+    "log-likelihood under the best of per-language token-bigram models (interpolated "
+    f"bigram/unigram, {BIGRAM_SHARE:.0%} bigram) + {_TEXT['background_ratio_total']:g} x the "
+    "whole input's log-likelihood ratio of a background model of other languages against that "
+    "best language",
     "sequence": "Mahalanobis distance (Ledoit-Wolf covariance) of per-channel mean, spread and "
     "frame-to-frame change plus log length",
 }
