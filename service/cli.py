@@ -173,12 +173,12 @@ def serve(
         "access_log": settings.access_log,
         "timeout_graceful_shutdown": max(1, round(settings.shutdown_grace_s)),
     }
-    app_factory = "service.app:create_app_from_env"
+    config = uvicorn.Config("service.app:create_app_from_env", **options)
+    # SIGTERM: not ready at once, serve through the drain window, close cleanly, exit 0
     if settings.workers == 1:
-        # SIGTERM: not ready at once, serve through the drain window, close cleanly, exit 0
-        drain.run(uvicorn.Config(app_factory, **options), settings.drain_s)
+        drain.run(config, settings.drain_s)
     else:
-        uvicorn.run(app_factory, **options)
+        drain.run_workers(config, settings.drain_s)
 
 
 def wait_for_gateway(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:

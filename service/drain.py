@@ -20,12 +20,17 @@ SIGTERM (or SIGINT):
 
 A second SIGTERM or SIGINT during the drain window ends the window at once (step 3 starts, no
 request in flight is given up); a SIGINT after that forces the exit as uvicorn does.
+
+With several worker processes (`run_workers`) each worker drains this way; their supervisor
+passes the signals on at once and the workers end their windows together (`_Supervisor`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
+import os
 import signal
 import socket
 import sys
@@ -35,6 +40,7 @@ from typing import Any
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import multiprocess
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,22 @@ IDLE_CLOSE_S = 1.0
 _CLOSE_POLL_S = 0.02
 
 _CONNECTION_CLOSE = (b"connection", b"close")
+
+# With several workers, how long each waits after closing its listener before it tells clients
+# to close their connections: longer than uvicorn's 0.1 s between the checks that notice the
+# window's end, so every worker has closed its listener by then.
+_WORKERS_SETTLE_S = 0.3
+
+
+class _WorkerWindow:
+    """The drain window of a supervisor's workers. `ends` (monotonic seconds, 0 until a stop
+    signal) lives in shared memory: every worker ends its window at the same instant, however
+    late the signal reached it."""
+
+    def __init__(self, drain_s: float) -> None:
+        self.drain_s = drain_s
+        # uvicorn spawns its workers; a value of that context can travel to them.
+        self.ends = multiprocessing.get_context("spawn").Value("d", 0.0, lock=False)
 
 
 class _DrainState:
@@ -75,9 +97,12 @@ def _busy(connection: Any) -> bool:
 class DrainingServer(uvicorn.Server):
     """`uvicorn.Server` with a drain window between the stop signal and its shutdown."""
 
-    def __init__(self, config: uvicorn.Config, drain_s: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, drain_s: float, workers: _WorkerWindow | None = None
+    ) -> None:
         super().__init__(config)
         self.drain_s = drain_s
+        self._workers = workers  # the shared window, when this is one of several workers
         self._drain_ends: float | None = None
         self._announced = False
 
@@ -86,7 +111,8 @@ class DrainingServer(uvicorn.Server):
         # The signal is not recorded for re-raising: a drained shutdown is a clean exit, code 0.
         if self._drain_ends is None:
             _state.draining = True
-            self._drain_ends = time.monotonic() + self.drain_s
+            shared = self._workers.ends.value if self._workers is not None else 0.0
+            self._drain_ends = shared if shared > 0 else time.monotonic() + self.drain_s
         elif not self.should_exit:
             self._drain_ends = time.monotonic()  # a second signal cuts the drain window short
         elif sig == signal.SIGINT:
@@ -112,6 +138,11 @@ class DrainingServer(uvicorn.Server):
             server.close()
         for sock in sockets or []:
             sock.close()
+        if self._workers is not None:
+            # The workers share one listening socket, and each notices the window's end on its
+            # own next tick. Telling clients to reconnect before every worker has closed it
+            # would send them to a socket about to close under them (reset, not refused).
+            await asyncio.sleep(_WORKERS_SETTLE_S)
         # Default headers are one list object shared by every request cycle created since
         # uvicorn last refreshed them (once a second), started responses excepted: appending
         # to it puts `Connection: close` on every response not yet begun.
@@ -144,9 +175,83 @@ class DrainingServer(uvicorn.Server):
 def run(config: uvicorn.Config, drain_s: float) -> None:
     """Serve `config` (one worker process) until a stop signal, then drain and exit."""
     if config.workers != 1:
-        raise ValueError("draining runs one worker process; uvicorn's supervisor runs several")
+        raise ValueError("one worker process here; `run_workers` supervises several")
     _state.draining = False
     server = DrainingServer(config, drain_s)
     server.run()
     if not server.started:
         sys.exit(STARTUP_FAILURE)
+
+
+class _DrainingWorker(multiprocess.Process):
+    """A worker process of uvicorn's supervisor whose server is a `DrainingServer`.
+
+    The worker is a spawned process: this object travels to it pickled, with the window."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        assert _Supervisor.window is not None, "workers are started by `run_workers`"
+        self.window = _Supervisor.window
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = DrainingServer(self.config, self.window.drain_s, self.window)
+        return self._server
+
+
+class _Supervisor(multiprocess.Multiprocess):
+    """uvicorn's worker supervisor, with each worker draining on a stop signal.
+
+    uvicorn's supervisor notices a signal on its next half-second check, then stops its workers
+    with SIGTERM. Here a stop signal goes on to every worker at once, so readiness turns false
+    as with one process, and each worker drains as `run` does; a second signal goes on too and
+    cuts their windows short. When it stops its workers the supervisor closes its own copy of the
+    listening socket: the workers keep theirs through the window, and once they close them the
+    kernel must not go on accepting connections that nobody would serve."""
+
+    # The window of the workers it starts, read as each is created (uvicorn creates them).
+    window: _WorkerWindow | None = None
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+        super().__init__(config, sockets)
+        self._signalled: set[int] = set()  # worker pids that have been sent a stop signal
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_stop_signal)
+
+    def _on_stop_signal(self, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit.is_set() and self.window is not None:
+            self.window.ends.value = time.monotonic() + self.window.drain_s
+        self.should_exit.set()
+        self._signal_workers(sig)
+
+    def _signal_workers(self, sig: int) -> None:
+        for worker in list(self.processes):
+            pid = worker.pid
+            if pid is not None and worker.process.is_alive():
+                os.kill(pid, sig)
+                self._signalled.add(pid)
+
+    def terminate_all(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        for worker in list(self.processes):  # one started as the signal came may have missed it
+            if worker.pid not in self._signalled and worker.process.is_alive():
+                worker.terminate()
+
+
+def run_workers(config: uvicorn.Config, drain_s: float) -> None:
+    """Serve `config` with `config.workers` worker processes, each draining as `run` does."""
+    if config.workers < 2:
+        raise ValueError("several worker processes here; `run` serves one")
+    _Supervisor.window = _WorkerWindow(drain_s)
+    sock = config.bind_socket()
+    # uvicorn's supervisor creates every worker (at start, when one dies, on SIGHUP or SIGTTIN)
+    # from its module's `Process`; while this supervisor runs, that is the draining worker.
+    plain = multiprocess.Process
+    multiprocess.Process = _DrainingWorker  # type: ignore[misc]
+    try:
+        _Supervisor(config, sockets=[sock]).run()
+    finally:
+        multiprocess.Process = plain  # type: ignore[misc]
+        sock.close()

@@ -118,8 +118,8 @@ class Settings(BaseSettings):
 
     drain_s: float = Field(default=5.0, ge=0)
     """After SIGTERM, how long the gateway reports not-ready yet keeps serving and accepting
-    connections, so load balancers stop routing to it before it closes (one worker only;
-    several workers stop as uvicorn stops them). The process then exits within `drain_s` +
+    connections, so load balancers stop routing to it before it closes (with several workers,
+    each drains, and their windows end together). The process then exits within `drain_s` +
     `shutdown_grace_s`; deployments must allow that much (terminationGracePeriodSeconds,
     stop_grace_period). 0: close at once."""
 

@@ -1,9 +1,9 @@
 """Graceful restarts: SIGTERM to a gateway under keep-alive load drops no request.
 
-One real gateway (`modelgate serve`, one worker) in front of the session's real Triton, with a
-short drain window; 16 keep-alive HTTP clients and 16 stock tritonclient gRPC clients send
-requests back to back while the gateway gets SIGTERM (see loadtests/restart_load.py). The tests
-below read what every request got. A second scenario restarts one of two gateways behind a
+One real gateway (`modelgate serve`, one worker process, then two) in front of the session's
+real Triton, with a short drain window; 16 keep-alive HTTP clients and 16 stock tritonclient gRPC
+clients send requests back to back while the gateway gets SIGTERM (see loadtests/restart_load.py).
+The tests below read what every request got. A second scenario restarts one of two gateways behind a
 balancer that follows their readiness, as a rolling update does.
 """
 
@@ -51,14 +51,19 @@ def _readiness(url: str, grpc_address: str) -> dict[str, object]:
         client.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["1", "2"], ids=["one-worker", "two-workers"])
 def restart(
-    triton_server: LocalTriton, model_repository: Path, tmp_path_factory: pytest.TempPathFactory
+    triton_server: LocalTriton,
+    model_repository: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[RestartRecord]:
+    """SIGTERM to a gateway of one worker process, or to the supervisor of two."""
     gateway = _start_gateway(
         triton_server,
         model_repository,
         tmp_path_factory.mktemp("drain") / "gateway.log",
+        workers=request.param,
         drain_s=str(DRAIN_S),
         # several connection-age GOAWAYs per gRPC client within the drain window
         grpc_max_connection_age_s="0.5",
@@ -79,6 +84,7 @@ def restart(
             after_signal=lambda: _readiness(url, grpc_address),
         )
         record.after_signal["before"] = before
+        record.after_signal["workers"] = request.param
         record.after_signal["log"] = gateway.log_path.read_text(errors="replace")[-3000:]
         yield record
     finally:
@@ -109,12 +115,18 @@ def test_every_http_request_gets_an_answer(restart: RestartRecord, clients: str)
 
 
 def test_http_connections_close_with_connection_close(restart: RestartRecord) -> None:
-    """Each client's last answer said `Connection: close`; its next connection was refused."""
+    """Each client's last answer said `Connection: close`; its next connection was refused.
+
+    Two workers share one listening socket, and their windows end moments apart: a client told
+    to close by the first may reconnect to the second and be told again. No answer before the
+    window's end says close."""
     for index in range(CLIENTS):
         attempts = restart.of(f"http-{index}")
         assert attempts[-1].outcome == "refused", attempts[-3:]
         assert attempts[-2].outcome == "ok" and attempts[-2].connection_close, attempts[-3:]
-        assert not any(a.connection_close for a in attempts[:-2])
+        early = [a for a in attempts[:-2] if a.connection_close]
+        assert all(a.done >= _window_ends(restart) for a in early), early
+        assert len(early) < int(str(restart.after_signal["workers"]))
 
 
 @pytest.mark.parametrize("clients", ["http", "grpc"])
@@ -145,12 +157,14 @@ def test_the_gateway_exits_zero_within_drain_and_grace(restart: RestartRecord) -
     assert restart.exit_code == 0, restart.after_signal["log"]
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_second_signal_ends_the_drain_window(
-    triton_server: LocalTriton, model_repository: Path, tmp_path: Path
+    triton_server: LocalTriton, model_repository: Path, tmp_path: Path, workers: str
 ) -> None:
-    """A drain window of 10 minutes, cut short by SIGINT after SIGTERM: the gateway exits."""
+    """A drain window of 10 minutes, cut short by SIGINT after SIGTERM: the gateway exits (with
+    two workers the supervisor passes the second signal on to them)."""
     gateway = _start_gateway(
-        triton_server, model_repository, tmp_path / "gateway.log", drain_s="600"
+        triton_server, model_repository, tmp_path / "gateway.log", drain_s="600", workers=workers
     )
     process = gateway.process
     try:
