@@ -2,8 +2,8 @@
 
 On the request path an input is usually one row, and each numpy call costs a few microseconds
 whatever its size; a loop over the row's values compiled with numba is one call. Users:
-service/monitoring/kernels.py (the OOD score and drift features) and service/preprocess/digit.py
-(the digit normalisation).
+service/monitoring/kernels.py (the OOD score and drift features), service/preprocess/digit.py
+(the digit normalisation) and service/postprocess.py (softmax and top-k).
 
 Each kernel has one signature, compiled when its module is first imported, and the result is
 cached on disk: beside the module (`__pycache__`), in numba's per-user cache directory where
