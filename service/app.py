@@ -40,7 +40,10 @@ def create_backend(
     """The backend the settings name."""
     if settings.backend == "embedded":
         return EmbeddedBackend(
-            specs, threads=settings.embedded_threads, inline_rows=settings.embedded_inline_rows
+            specs,
+            threads=settings.embedded_threads,
+            inline_rows=settings.embedded_inline_rows,
+            inline_us=settings.embedded_inline_us,
         )
     return TritonBackend(
         settings.triton_urls,

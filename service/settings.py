@@ -133,9 +133,14 @@ class Settings(BaseSettings):
     """ONNX Runtime intra-op threads per model for the embedded backend."""
 
     embedded_inline_rows: int = Field(default=16, ge=0, le=4096)
-    """Embedded backend: batches of at most this many rows run on the event loop itself (a few
-    rows of a small model take tens of microseconds, less than handing them to a thread costs);
-    larger batches run in a worker thread so the loop keeps serving. 0: always a thread."""
+    """Embedded backend: batches of more rows than this run in a worker thread, never on the
+    event loop. 0: always a thread."""
+
+    embedded_inline_us: float = Field(default=400.0, ge=0)
+    """Embedded backend: a batch expected to take at most this many microseconds (the model
+    version's measured time per row, a moving average, times the rows) runs on the event loop
+    itself, as handing it to a thread and back would cost the loop about as much; a longer one
+    runs in a worker thread while the loop serves other requests. 0: always a thread."""
 
     ood_enabled: bool = True
     """Score every input for how far it lies from the model's training data and flag those past

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,28 +14,68 @@ from service.backends.base import InferenceBackend, Readiness
 from service.errors import BadInput, ModelLoadFailed, UpstreamError
 from service.repository import ModelSpec
 
+# Weight of the newest run in a session's moving average of microseconds per row.
+_COST_SMOOTHING = 0.1
+
+
+class _Session:
+    """An ONNX Runtime session and what one row costs it (moving average over its runs; None
+    before the first)."""
+
+    __slots__ = ("session", "us_per_row")
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+        self.us_per_row: float | None = None
+
+    def run(self, names: list[str], feed: Mapping[str, np.ndarray], rows: int) -> list[np.ndarray]:
+        started = time.perf_counter()
+        values: list[np.ndarray] = self.session.run(names, feed)
+        per_row = (time.perf_counter() - started) * 1e6 / max(1, rows)
+        estimate = self.us_per_row
+        self.us_per_row = (
+            per_row if estimate is None else estimate + _COST_SMOOTHING * (per_row - estimate)
+        )
+        return values
+
 
 class EmbeddedBackend(InferenceBackend):
-    """One ONNX Runtime session per model version; tiny batches run inline, larger ones in a small
-    thread pool off the event loop."""
+    """One ONNX Runtime session per model version. A batch that runs briefly runs on the event
+    loop; a longer one runs in a small thread pool, so the loop serves other requests (on
+    another core) meanwhile."""
 
-    def __init__(self, specs: list[ModelSpec], threads: int = 1, inline_rows: int = 16) -> None:
+    def __init__(
+        self,
+        specs: list[ModelSpec],
+        threads: int = 1,
+        inline_rows: int = 16,
+        inline_us: float = 400.0,
+    ) -> None:
         self._specs = specs
         self._threads = threads
         self._inline_rows = inline_rows
-        self._sessions: dict[tuple[str, str], ort.InferenceSession] = {}
+        self._inline_us = inline_us
+        self._sessions: dict[tuple[str, str], _Session] = {}
         self._errors: dict[tuple[str, str], str] = {}
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, len(specs)), thread_name_prefix="onnxruntime"
         )
 
-    def _session(self, spec: ModelSpec) -> ort.InferenceSession:
+    def _session(self, spec: ModelSpec) -> _Session:
         options = ort.SessionOptions()
         options.intra_op_num_threads = self._threads
         options.inter_op_num_threads = 1
-        return ort.InferenceSession(
-            str(spec.onnx_path), options, providers=["CPUExecutionProvider"]
+        return _Session(
+            ort.InferenceSession(str(spec.onnx_path), options, providers=["CPUExecutionProvider"])
         )
+
+    def inline(self, session: _Session, rows: int) -> bool:
+        """Whether a batch of `rows` runs on the event loop: few enough rows, and expected to
+        take no longer than `inline_us` (a first batch, with nothing measured yet, does)."""
+        if rows > self._inline_rows or self._inline_us <= 0:
+            return False
+        per_row = session.us_per_row
+        return per_row is None or per_row * rows <= self._inline_us
 
     async def start(self) -> None:
         for spec in self._specs:
@@ -81,13 +122,13 @@ class EmbeddedBackend(InferenceBackend):
         feed = {t.name: inputs[t.name] for t in spec.inputs}
         rows = next(iter(feed.values())).shape[0] if feed else 0
         try:
-            if rows <= self._inline_rows:
-                # A handful of rows on a small model runs in tens of microseconds: less than the
-                # hop to a worker thread and back costs the event loop.
-                values = session.run(names, feed)
+            if self.inline(session, rows):
+                # A short run costs less than the hop to a worker thread and back would cost the
+                # event loop.
+                values = session.run(names, feed, rows)
             else:
                 loop = asyncio.get_running_loop()
-                values = await loop.run_in_executor(self._pool, session.run, names, feed)
+                values = await loop.run_in_executor(self._pool, session.run, names, feed, rows)
         except (ort.capi.onnxruntime_pybind11_state.InvalidArgument, ValueError) as exc:
             raise BadInput(f"model {spec.name} rejected the input: {exc}") from exc
         except Exception as exc:
