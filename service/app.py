@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from service import __version__
+from service import __version__, drain
 from service.backends.base import InferenceBackend
 from service.backends.embedded import EmbeddedBackend
 from service.backends.triton import TritonBackend
@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await manager.close()
             if grpc_server is not None:
-                await grpc_server.stop(settings.shutdown_grace_s)
+                await grpc_server.stop(drain.grace_left(settings.shutdown_grace_s))
             await dataplane.close()
             if tracing is not None:  # export what the last requests left queued
                 tracing.shutdown()

@@ -386,9 +386,10 @@ class DataPlane:
         """Finish queued work (bounded by `shutdown_grace_s`), then release the backend.
         Shadow copies still running are cancelled first: they never hold a shutdown."""
         await self.traffic.close()
+        grace_s = drain.grace_left(self.settings.shutdown_grace_s)
         await asyncio.gather(
             *(
-                m.batcher.close(self.settings.shutdown_grace_s)
+                m.batcher.close(grace_s)
                 for served in self._served.values()
                 for m in served.versions.values()
             )

@@ -12,8 +12,9 @@ SIGTERM (or SIGINT):
 3. then new connections are refused (the listener closes), every response from then on carries
    `Connection: close` (uvicorn closes the connection after sending it), and a connection with
    no request in flight is closed once it has been idle for `IDLE_CLOSE_S`;
-4. uvicorn's lifespan shutdown follows: the OIP gRPC server stops (GOAWAY; RPCs in flight finish
-   within `shutdown_grace_s`), queued batches finish, and the process exits with code 0.
+4. uvicorn's lifespan shutdown follows: the OIP gRPC server stops (GOAWAY; RPCs in flight finish),
+   queued batches finish, and the process exits with code 0. Steps 3 and 4 share one budget,
+   `shutdown_grace_s` from the window's end (`grace_left`).
    grpc-core cancels calls that reach a server whose shutdown has begun, so gRPC clients should
    be gone by then: `grpc_max_connection_age_s` below `drain_s` sends each connection a
    graceful GOAWAY during the window, and the clients reconnect elsewhere.
@@ -74,10 +75,12 @@ class _WorkerWindow:
 
 
 class _DrainState:
-    """Whether this process is draining. Process-wide, as the signal that starts it is."""
+    """Whether this process is draining, and when its shutdown must be over (monotonic seconds,
+    None until the shutdown starts). Process-wide, as the signal that starts it is."""
 
     def __init__(self) -> None:
         self.draining = False
+        self.shutdown_ends: float | None = None
 
 
 _state = _DrainState()
@@ -86,6 +89,17 @@ _state = _DrainState()
 def draining() -> bool:
     """True from the first SIGTERM/SIGINT on: the instance must be taken out of rotation."""
     return _state.draining
+
+
+def grace_left(grace_s: float) -> float:
+    """How long the next shutdown step may take: `grace_s`, or less once the server's shutdown
+    has started, so that all its steps together (closing connections, stopping the gRPC server,
+    finishing queued batches) end within one grace period, as the deployments' stop budgets
+    assume (drain window + shutdown grace)."""
+    ends = _state.shutdown_ends
+    if ends is None:
+        return grace_s
+    return max(0.0, min(grace_s, ends - time.monotonic()))
 
 
 def _busy(connection: Any) -> bool:
@@ -134,6 +148,9 @@ class DrainingServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         _state.draining = True  # also when uvicorn stops for a reason of its own
+        limit = self.config.timeout_graceful_shutdown
+        if limit is not None:  # one budget for every step from here on (`grace_left`)
+            _state.shutdown_ends = time.monotonic() + limit
         for server in self.servers:  # new connections are refused from now on
             server.close()
         for sock in sockets or []:
@@ -151,13 +168,16 @@ class DrainingServer(uvicorn.Server):
             if _busy(connection):
                 connection.shutdown()  # a cycle older than the list: close after its response
         await self._close_connections()
-        # uvicorn's own shutdown does the rest: waits for tasks, then the lifespan shutdown.
+        # uvicorn's own shutdown does the rest: waits for tasks, then the lifespan shutdown
+        # (whose steps ask `grace_left`); its wait gets what is left of the grace, not all of it.
+        if limit is not None:
+            self.config.timeout_graceful_shutdown = int(grace_left(limit))
         await super().shutdown(sockets)
 
     async def _close_connections(self) -> None:
         """Let each connection finish; close the idle ones; give up after the shutdown grace."""
-        limit = self.config.timeout_graceful_shutdown
-        give_up = time.monotonic() + (limit if limit is not None else float("inf"))
+        ends = _state.shutdown_ends
+        give_up = ends if ends is not None else float("inf")
         idle_since: dict[Any, float] = {}
         connections = self.server_state.connections
         if connections:
@@ -177,6 +197,7 @@ def run(config: uvicorn.Config, drain_s: float) -> None:
     if config.workers != 1:
         raise ValueError("one worker process here; `run_workers` supervises several")
     _state.draining = False
+    _state.shutdown_ends = None
     server = DrainingServer(config, drain_s)
     server.run()
     if not server.started:
