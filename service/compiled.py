@@ -28,11 +28,14 @@ log = logging.getLogger(__name__)
 F32_1 = types.Array(types.float32, 1, "C", readonly=True)
 F32_2 = types.Array(types.float32, 2, "C", readonly=True)
 F32_3 = types.Array(types.float32, 3, "C", readonly=True)
+F64_2 = types.Array(types.float64, 2, "C", readonly=True)
 I64_1 = types.Array(types.int64, 1, "C", readonly=True)
 I64_2 = types.Array(types.int64, 2, "C", readonly=True)
 U8_2 = types.Array(types.uint8, 2, "C", readonly=True)
 OUT_F32_2 = types.Array(types.float32, 2, "C")
 OUT_F64_1 = types.Array(types.float64, 1, "C")  # also what the `add_*` kernels accumulate into
+OUT_F64_2 = types.Array(types.float64, 2, "C")
+OUT_I64_2 = types.Array(types.int64, 2, "C")
 
 
 def compiled(signature: Any) -> Callable[[Callable[..., Any]], Any]:

@@ -8,11 +8,7 @@ from typing import Any
 import numpy as np
 from numba import types
 
-from service.compiled import compiled
-
-_F64_2 = types.Array(types.float64, 2, "C", readonly=True)
-_OUT_F64_2 = types.Array(types.float64, 2, "C")
-_OUT_I64_2 = types.Array(types.int64, 2, "C")
+from service.compiled import F64_2, OUT_F64_2, OUT_I64_2, compiled
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -22,7 +18,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / np.sum(exp, axis=-1, keepdims=True)
 
 
-@compiled(types.Tuple((_OUT_F64_2, _OUT_I64_2))(_F64_2, types.int64))
+@compiled(types.Tuple((OUT_F64_2, OUT_I64_2))(F64_2, types.int64))
 def _softmax_top_k(logits: Any, k: int) -> Any:  # pragma: no cover - compiled
     """([rows, k] probabilities, [rows, k] class indices): each row's `k` most probable
     classes, best first, ties in class order (a stable sort, as `top_k` promises). One call
