@@ -114,6 +114,7 @@ def start_gateway_process(
         "MODELGATE_PORT": str(http_port),
         "MODELGATE_GRPC_PORT": str(grpc_port),
         "MODELGATE_LOG_LEVEL": "warning",
+        "MODELGATE_WORKERS": "1",  # one process per server, as compared; settings may say more
     }
     for setting in settings:
         name, _, value = setting.partition("=")

@@ -24,6 +24,7 @@ from service.rest import endpoints
 from service.rest.errors import install_error_handlers
 from service.rest.middleware import RequestContext
 from service.settings import Settings
+from service.workers import AdminLog
 
 if TYPE_CHECKING:
     from service.tracing import RequestTracing
@@ -78,12 +79,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tracing,
     )
     dataplane = DataPlane(settings, specs, backend, metrics, tracing)
-    manager = ModelManager(settings, dataplane, backend, metrics)
+    admin_log = (
+        AdminLog(settings.admin_log, peers=settings.workers - 1)
+        if settings.admin_log is not None and settings.workers > 1
+        else None
+    )
+    manager = ModelManager(settings, dataplane, backend, metrics, admin_log)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await dataplane.start()
-        manager.start()
+        await manager.start()
         readiness = await dataplane.ready()
         if not readiness.ready:
             log.warning("backend not ready yet: %s", readiness.reason)

@@ -136,7 +136,9 @@ def serve(
     grpc_port: int | None = typer.Option(
         None, help="OIP gRPC port (MODELGATE_GRPC_PORT; MODELGATE_GRPC_ENABLED=false: none)."
     ),
-    workers: int | None = typer.Option(None, help="uvicorn workers (MODELGATE_WORKERS)."),
+    workers: int | None = typer.Option(
+        None, help="uvicorn workers (MODELGATE_WORKERS; 0: what fits the machine)."
+    ),
     triton_url: str | None = typer.Option(
         None, help="Triton host:port, comma-separated for several (MODELGATE_TRITON_URL)."
     ),
@@ -149,6 +151,7 @@ def serve(
     import uvicorn
 
     from service import drain
+    from service import workers as workers_module
 
     settings = _settings_from(
         {
@@ -161,21 +164,29 @@ def serve(
             "model_repository": repository,
         }
     )
-    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # Each worker writes its samples here; /metrics in any worker sums them.
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="modelgate-metrics-")
+    count = workers_module.worker_count(settings)
+    if count > 1:
+        # Each worker reads its settings from the environment: the count they share, where each
+        # writes its metric samples (/metrics in any worker sums them), and where they share
+        # admin loads and unloads.
+        os.environ["MODELGATE_WORKERS"] = str(count)
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="modelgate-metrics-")
+        if settings.admin_log is None:
+            shared = tempfile.mkdtemp(prefix="modelgate-workers-")
+            os.environ["MODELGATE_ADMIN_LOG"] = os.path.join(shared, "admin.jsonl")
     options: dict[str, Any] = {
         "factory": True,
         "host": settings.host,
         "port": settings.port,
-        "workers": settings.workers,
+        "workers": count,
         "log_level": settings.log_level,
         "access_log": settings.access_log,
         "timeout_graceful_shutdown": max(1, round(settings.shutdown_grace_s)),
     }
     config = uvicorn.Config("service.app:create_app_from_env", **options)
     # SIGTERM: not ready at once, serve through the drain window, close cleanly, exit 0
-    if settings.workers == 1:
+    if count == 1:
         drain.run(config, settings.drain_s)
     else:
         drain.run_workers(config, settings.drain_s)

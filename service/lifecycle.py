@@ -15,6 +15,9 @@ only call it. Loading model M, whatever asked for it:
 5. drain: the batchers of versions that left finish what they queued;
 6. the backend drops what the policy no longer keeps.
 
+With several worker processes an admin load or unload is made in every worker before it is
+answered (service/workers.py `AdminLog`); the repository watch runs in each.
+
 A failure at 1-3 leaves the serving versions untouched and is reported: a log line,
 `modelgate_model_loads_total{outcome="failure"}`, `modelgate_model_load_failed` = 1 and the
 error in the admin answer and the repository index. A version whose files vanished before the
@@ -43,6 +46,7 @@ from service.metrics import Metrics
 from service.model_contract import example_inputs, is_model_dir, version_dirs
 from service.repository import ModelSpec, RepositoryError, load_model_versions
 from service.settings import Settings
+from service.workers import AdminChange, AdminLog
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +132,10 @@ class ModelManager:
         dataplane: DataPlane,
         backend: InferenceBackend,
         metrics: Metrics,
+        admin_log: AdminLog | None = None,
     ) -> None:
         self.settings = settings
+        self.admin_log = admin_log  # with several workers: where they share admin changes
         self.root = settings.model_repository
         self.dataplane = dataplane
         self.backend = backend
@@ -139,6 +145,7 @@ class ModelManager:
         self._loaded: dict[str, Fingerprint] = {}  # model -> files it was last loaded from
         self._seen: dict[str, Fingerprint] = {}  # model -> files at the watch's last look
         self._watch: asyncio.Task[None] | None = None
+        self._follow: asyncio.Task[None] | None = None
         self.loads = Counter(
             "modelgate_model_loads",
             "Model loads by outcome (success, failure).",
@@ -158,17 +165,27 @@ class ModelManager:
 
     # -- watch --------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Start watching the repository (when `watch_interval_s` > 0)."""
+    async def start(self) -> None:
+        """Apply what the other workers changed before this one started (an unload stays an
+        unload across a worker's restart), follow their changes from now on, and start
+        watching the repository (when `watch_interval_s` > 0)."""
+        if self.admin_log is not None and self._follow is None:
+            for name, op in self.admin_log.catch_up().items():
+                if op == "unload" and self.dataplane.served_versions(name):
+                    await self._unload_here(name)
+            self._follow = asyncio.create_task(
+                self.admin_log.follow(self._apply), name="admin-log-follow"
+            )
         if self.settings.watch_interval_s > 0 and self._watch is None:
             self._watch = asyncio.create_task(self._watch_loop(), name="repository-watch")
 
     async def close(self) -> None:
-        """Stop watching."""
-        if self._watch is not None:
-            self._watch.cancel()
-            await asyncio.gather(self._watch, return_exceptions=True)
-            self._watch = None
+        """Stop watching and following."""
+        for task in (self._watch, self._follow):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._watch = self._follow = None
 
     async def _watch_loop(self) -> None:
         while True:
@@ -192,10 +209,10 @@ class ModelManager:
                 continue
             acted.append(name)
             try:
-                if now:
-                    await self.load(name)
+                if now:  # every worker watches the same files: no need to tell the others
+                    await self._load_here(name)
                 else:
-                    await self.unload(name)
+                    await self._unload_here(name)
             except ModelGateError as exc:
                 log.warning("repository watch: %s: %s", name, exc.message)
                 if not now:  # gone and not served: nothing more to do for it
@@ -235,10 +252,48 @@ class ModelManager:
         return rows
 
     async def load(self, name: str) -> list[str]:
-        """Load (or reload) model `name` from the repository; returns the versions it serves.
+        """Load (or reload) model `name` from the repository, in every worker; returns the
+        versions it serves.
 
         Raises `ModelLoadFailed` (what served before still serves) or `ModelNotFound`.
         """
+        versions = await self._load_here(name)
+        await self._share("load", name)
+        return versions
+
+    async def unload(self, name: str) -> None:
+        """Stop serving every version of model `name`, in every worker."""
+        await self._unload_here(name)
+        await self._share("unload", name)
+
+    async def _share(self, op: str, name: str) -> None:
+        """Have the other workers make the change this one made, and wait until they have."""
+        if self.admin_log is None:
+            return
+        change = self.admin_log.publish(op, name)
+        # a peer may be loading something else first: give it one load's time more
+        problems = await self.admin_log.confirmations(change, 2 * self.settings.load_timeout_s)
+        if problems:
+            raise ModelLoadFailed(
+                f"model {name}: {op} done in worker {self.admin_log.worker}, not in every "
+                f"other: {'; '.join(problems)}"
+            )
+
+    async def _apply(self, change: AdminChange) -> str | None:
+        """A change another worker made, made here; None when done, else why not."""
+        try:
+            if change.op == "load":
+                await self._load_here(change.model)
+            else:
+                await self._unload_here(change.model)
+        except ModelGateError as exc:
+            if change.op == "unload" and isinstance(exc, ModelNotFound):
+                return None  # not served here either: nothing to stop
+            return exc.message
+        return None
+
+    async def _load_here(self, name: str) -> list[str]:
+        """`load` in this worker only."""
         if not is_model_dir(self.root / name):
             raise ModelNotFound(f"model {name!r} is not in the repository {self.root}")
         async with self._lock(name):
@@ -337,8 +392,9 @@ class ModelManager:
                 "non-finite values"
             )
 
-    async def unload(self, name: str) -> None:
-        """Stop serving model `name`: drain its batchers, then unload it from the backend."""
+    async def _unload_here(self, name: str) -> None:
+        """Stop serving model `name` in this worker: drain its batchers, then unload it from the
+        backend."""
         if not self.dataplane.served_versions(name):
             raise ModelNotFound(f"model {name!r} is not served")
         async with self._lock(name):

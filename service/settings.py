@@ -54,8 +54,11 @@ class Settings(BaseSettings):
     grpc_max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     """Largest gRPC message received or sent in bytes (larger: RESOURCE_EXHAUSTED)."""
 
-    workers: int = Field(default=1, ge=1, le=64)
-    """uvicorn worker processes (above 1, metrics use Prometheus multiprocess mode)."""
+    workers: int = Field(default=0, ge=0, le=64)
+    """uvicorn worker processes; 0 (the default): what fits the machine, one per core the process
+    may use with the embedded backend and half of them in front of Triton, at most 8
+    (service/workers.py). Above 1, metrics use Prometheus multiprocess mode and admin loads and
+    unloads reach every worker (`admin_log`)."""
 
     max_batch_size: int | None = Field(default=None, ge=1)
     """Largest gateway batch in rows; default: the model's `max_batch_size` from config.pbtxt."""
@@ -109,6 +112,11 @@ class Settings(BaseSettings):
 
     load_timeout_s: float = Field(default=120.0, gt=0)
     """Upper bound for loading one model (validation, the backend's load, warm-up)."""
+
+    admin_log: Path | None = None
+    """With several workers: the file through which they share admin loads and unloads, so
+    that each is made in every worker before it is answered. `modelgate serve` sets it to a
+    fresh file for its workers; leave it unset."""
 
     protect_metrics: bool = False
     """Also require the API key on `/metrics` (health endpoints stay open)."""

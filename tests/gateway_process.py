@@ -82,14 +82,16 @@ def start_gateway_process(
     `settings` names them, logging to `log_path`; returns once /readyz answers 200.
 
     `env` adds other variables (OTEL_*, PROMETHEUS_MULTIPROC_DIR), `args` command-line options.
-    The log level is `warning` unless `settings` says otherwise. Fails the test with the log's
-    tail if the process exits or is not ready within `ready_timeout_s` (and kills it then).
+    The log level is `warning` and there is one worker unless `settings` says otherwise. Fails
+    the test with the log's tail if the process exits or is not ready within `ready_timeout_s`
+    (and kills it then).
     """
     values: dict[str, object] = {
         "host": "127.0.0.1",
         "port": free_port(),
         "grpc_port": free_port(),
         "log_level": "warning",
+        "workers": 1,  # one process to signal and inspect, unless the test asks for more
         **settings,
     }
     python_path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
