@@ -24,7 +24,7 @@ from service.rest import endpoints
 from service.rest.errors import install_error_handlers
 from service.rest.middleware import RequestContext
 from service.settings import Settings
-from service.workers import AdminLog
+from service.workers import AdminLog, embedded_inline_us
 
 if TYPE_CHECKING:
     from service.tracing import RequestTracing
@@ -44,7 +44,7 @@ def create_backend(
             specs,
             threads=settings.embedded_threads,
             inline_rows=settings.embedded_inline_rows,
-            inline_us=settings.embedded_inline_us,
+            inline_us=embedded_inline_us(settings),
         )
     return TritonBackend(
         settings.triton_urls,

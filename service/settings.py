@@ -144,11 +144,13 @@ class Settings(BaseSettings):
     """Embedded backend: batches of more rows than this run in a worker thread, never on the
     event loop. 0: always a thread."""
 
-    embedded_inline_us: float = Field(default=400.0, ge=0)
+    embedded_inline_us: float | None = Field(default=None, ge=0)
     """Embedded backend: a batch expected to take at most this many microseconds (the model
     version's measured time per row, a moving average, times the rows) runs on the event loop
     itself, as handing it to a thread and back would cost the loop about as much; a longer one
-    runs in a worker thread while the loop serves other requests. 0: always a thread."""
+    runs in a worker thread while the loop serves other requests. 0: always a thread. Unset: 400
+    while the machine has more cores than there are workers (the thread runs on a spare one),
+    otherwise no limit by time (every core has a worker already; service/workers.py)."""
 
     ood_enabled: bool = True
     """Score every input for how far it lies from the model's training data and flag those past

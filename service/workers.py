@@ -8,6 +8,8 @@ them). Each holds its own copy of every model, batcher and metric, so two things
   (affinity and cgroup quota). In front of Triton, half of them: Triton needs cores when it is
   beside the gateway, and every worker batches only its own requests, so more workers send
   Triton more, smaller batches (measured in service/README.md, "Worker processes").
+- Where the embedded backend runs a batch (`embedded_inline_us`): in a thread only where a
+  core is left over for it.
 - Admin loads and unloads. A request reaches one worker. `AdminLog` is an append-only file of
   JSON lines in a directory `modelgate serve` creates for the workers: the worker that did a
   load or unload writes it there, every other worker applies it on its next look (every
@@ -22,11 +24,13 @@ import asyncio
 import itertools
 import json
 import logging
+import math
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.backends.embedded import INLINE_US
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,6 +70,18 @@ def worker_count(settings: Settings, cores: int | None = None) -> int:
     cores = available_cores() if cores is None else cores
     wanted = cores if settings.backend == "embedded" else cores // 2
     return max(1, min(wanted, AUTO_WORKERS_MAX))
+
+
+def embedded_inline_us(settings: Settings, cores: int | None = None) -> float:
+    """The embedded backend's limit for running a batch on the event loop (µs expected): the
+    setting when set; else the backend's `INLINE_US` while there are more cores than workers,
+    and no limit when every core has a worker, since a thread would only add the hop (two
+    workers on two cores, always inline: language id 1.72x the hand-written server against
+    1.53x with the 400 µs rule; service/README.md)."""
+    if settings.embedded_inline_us is not None:
+        return settings.embedded_inline_us
+    cores = available_cores() if cores is None else cores
+    return INLINE_US if cores > max(1, settings.workers) else math.inf
 
 
 @dataclass(frozen=True)

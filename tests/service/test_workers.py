@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from service.backends.embedded import INLINE_US
 from service.settings import Settings
-from service.workers import AdminChange, AdminLog, available_cores, worker_count
+from service.workers import (
+    AdminChange,
+    AdminLog,
+    available_cores,
+    embedded_inline_us,
+    worker_count,
+)
 
 AFFINITY = len(os.sched_getaffinity(0))
 
@@ -49,6 +56,25 @@ def test_available_cores_is_the_affinity_capped_by_the_cgroup_quota(
 def test_worker_count(workers: int, backend: str, cores: int, expected: int) -> None:
     settings = Settings(workers=workers, backend=backend, triton_url="localhost:8001")
     assert worker_count(settings, cores=cores) == expected
+
+
+@pytest.mark.parametrize(
+    ("setting", "workers", "cores", "expected"),
+    [
+        (None, 1, 2, INLINE_US),  # a core to spare: long batches go to a thread on it
+        (None, 0, 2, INLINE_US),  # one process (the count was not exported)
+        (None, 2, 2, float("inf")),  # every core has a worker: always inline (up to the rows)
+        (None, 0, 1, float("inf")),
+        (None, 4, 16, INLINE_US),
+        (250.0, 2, 2, 250.0),  # the setting wins
+        (0.0, 2, 2, 0.0),
+    ],
+)
+def test_embedded_inline_limit(
+    setting: float | None, workers: int, cores: int, expected: float
+) -> None:
+    settings = Settings(workers=workers, embedded_inline_us=setting, backend="embedded")
+    assert embedded_inline_us(settings, cores=cores) == expected
 
 
 class Applier:
