@@ -173,6 +173,7 @@ class ModelManager:
             for name, op in self.admin_log.catch_up().items():
                 if op == "unload" and self.dataplane.served_versions(name):
                     await self._unload_here(name)
+            self.admin_log.confirm_caught_up()
             self._follow = asyncio.create_task(
                 self.admin_log.follow(self._apply), name="admin-log-follow"
             )

@@ -15,7 +15,8 @@ them). Each holds its own copy of every model, batcher and metric, so two things
   load or unload writes it there, every other worker applies it on its next look (every
   `ADMIN_POLL_S`) and writes back that it did, or why it could not; the first worker answers its
   client once all have, so a 200 means every worker serves the change. A worker started later (a
-  restart after a crash) reads the whole file first and unloads what was last unloaded.
+  restart after a crash) reads the whole file first, unloads what was last unloaded, and
+  confirms the changes still waiting.
 """
 
 from __future__ import annotations
@@ -110,10 +111,13 @@ class AdminLog:
         self.peers = peers  # the other workers, each of which confirms every change
         self.worker = worker if worker is not None else str(os.getpid())
         self._ids = itertools.count(1)
+        # change ids stay unique if a later worker gets a pid an earlier one had
+        self._id_prefix = f"{self.worker}-{os.urandom(4).hex()}"
         self._offset = 0
         self._partial = b""
         self._confirmed: dict[str, dict[str, str | None]] = {}  # change id -> worker -> error
         self._waiting: dict[str, asyncio.Event] = {}
+        self._unconfirmed: list[str] = []  # changes found waiting as this worker started
 
     def _append(self, record: dict[str, object]) -> None:
         line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
@@ -148,17 +152,38 @@ class AdminLog:
 
     def catch_up(self) -> dict[str, str]:
         """Read the log from the start; the last change (`load`/`unload`) of each model in it.
-        A worker calls this once as it starts, before it follows the log."""
+        A worker calls this once as it starts, before it follows the log; once it has made
+        those changes, `confirm_caught_up` answers the ones still waiting for confirmations."""
         last: dict[str, str] = {}
+        confirmations: dict[str, int] = {}
+        changes: list[AdminChange] = []
         for record in self._read_new():
+            if "confirms" in record:
+                key = str(record["confirms"])
+                confirmations[key] = confirmations.get(key, 0) + 1
+                continue
             change = _change(record)
             if change is not None:
                 last[change.model] = change.op
+                changes.append(change)
+        # A worker that started while another's change waited (it replaces one that died and
+        # never confirmed) serves that change now: without its word the wait would time out.
+        self._unconfirmed = [
+            c.id
+            for c in changes
+            if c.worker != self.worker and confirmations.get(c.id, 0) < self.peers
+        ]
         return last
+
+    def confirm_caught_up(self) -> None:
+        """Confirm the changes `catch_up` found still waiting; this worker has made them."""
+        for change_id in self._unconfirmed:
+            self._append({"confirms": change_id, "worker": self.worker, "error": None})
+        self._unconfirmed = []
 
     def publish(self, op: str, model: str) -> AdminChange:
         """Record a change this worker has made; the others apply it (`follow`)."""
-        change = AdminChange(f"{self.worker}-{next(self._ids)}", op, model, self.worker)
+        change = AdminChange(f"{self._id_prefix}-{next(self._ids)}", op, model, self.worker)
         self._confirmed[change.id] = {}
         self._waiting[change.id] = asyncio.Event()
         self._append({"id": change.id, "op": op, "model": model, "worker": self.worker})

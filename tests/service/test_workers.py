@@ -176,3 +176,31 @@ def test_an_unreadable_line_is_skipped(tmp_path: Path) -> None:
     path = tmp_path / "admin.jsonl"
     path.write_bytes(b'not json\n["a list"]\n{"op":"unload","model":"m","id":"x-1","worker":"x"}\n')
     assert AdminLog(path, peers=1, worker="b").catch_up() == {"m": "unload"}
+
+
+def test_a_worker_started_while_a_change_waits_confirms_it_once_caught_up(tmp_path: Path) -> None:
+    """It replaces one that died before confirming: without it the wait would time out."""
+    path = tmp_path / "admin.jsonl"
+
+    async def scenario() -> list[str]:
+        a = AdminLog(path, peers=2, worker="a")
+        b = AdminLog(path, peers=2, worker="b")
+        tasks = [await _follow(a, Applier()), await _follow(b, Applier())]
+        old = AdminLog(path, peers=2, worker="x")  # an earlier change, confirmed by all
+        done = old.publish("load", "m0")
+        for worker in ("a", "b"):
+            old._append({"confirms": done.id, "worker": worker, "error": None})
+        try:
+            change = a.publish("unload", "m1")
+            await asyncio.sleep(0.3)  # b confirms; the third worker is dead
+            late = AdminLog(path, peers=2, worker="d")
+            assert late.catch_up() == {"m0": "load", "m1": "unload"}
+            late.confirm_caught_up()  # after it has unloaded m1 itself
+            problems = await a.confirmations(change, timeout_s=10)
+        finally:
+            await _stop(*tasks)
+        confirmed = [line for line in path.read_text().splitlines() if '"worker":"d"' in line]
+        assert len(confirmed) == 1 and change.id in confirmed[0]  # not the confirmed m0 again
+        return problems
+
+    assert asyncio.run(scenario()) == []
