@@ -95,6 +95,14 @@ class AdminChange:
     worker: str  # who did it first
 
 
+class _Pending:
+    """One of this worker's own changes while it waits for the others' confirmations."""
+
+    def __init__(self) -> None:
+        self.confirmed: dict[str, str | None] = {}  # worker -> error (None: done)
+        self.all_in = asyncio.Event()
+
+
 # Applies a peer's change in this worker; returns None when done, else why it could not.
 ApplyChange = Callable[[AdminChange], Awaitable[str | None]]
 
@@ -115,8 +123,7 @@ class AdminLog:
         self._id_prefix = f"{self.worker}-{os.urandom(4).hex()}"
         self._offset = 0
         self._partial = b""
-        self._confirmed: dict[str, dict[str, str | None]] = {}  # change id -> worker -> error
-        self._waiting: dict[str, asyncio.Event] = {}
+        self._pending: dict[str, _Pending] = {}  # change id -> its confirmations so far
         self._unconfirmed: list[str] = []  # changes found waiting as this worker started
 
     def _append(self, record: dict[str, object]) -> None:
@@ -126,6 +133,15 @@ class AdminLog:
             os.write(fd, line)
         finally:
             os.close(fd)
+
+    def _confirm(self, change_id: str, error: str | None) -> None:
+        self._append(
+            {
+                "confirms": change_id,
+                "worker": self.worker,
+                "error": error[:_ERROR_CHARS] if error else None,
+            }
+        )
 
     def _read_new(self) -> list[dict[str, object]]:
         """The complete lines written since the last look (a half-written one waits)."""
@@ -178,28 +194,27 @@ class AdminLog:
     def confirm_caught_up(self) -> None:
         """Confirm the changes `catch_up` found still waiting; this worker has made them."""
         for change_id in self._unconfirmed:
-            self._append({"confirms": change_id, "worker": self.worker, "error": None})
+            self._confirm(change_id, None)
         self._unconfirmed = []
 
     def publish(self, op: str, model: str) -> AdminChange:
         """Record a change this worker has made; the others apply it (`follow`)."""
         change = AdminChange(f"{self._id_prefix}-{next(self._ids)}", op, model, self.worker)
-        self._confirmed[change.id] = {}
-        self._waiting[change.id] = asyncio.Event()
+        self._pending[change.id] = _Pending()
         self._append({"id": change.id, "op": op, "model": model, "worker": self.worker})
         return change
 
     async def confirmations(self, change: AdminChange, timeout_s: float) -> list[str]:
         """Wait until every other worker has applied `change` (or `timeout_s`); returns what
         went wrong, one message per worker that failed or did not answer (empty: all did)."""
-        event = self._waiting[change.id]
+        pending = self._pending[change.id]
         try:
-            await asyncio.wait_for(event.wait(), timeout_s)
+            await asyncio.wait_for(pending.all_in.wait(), timeout_s)
         except TimeoutError:
             pass
         finally:
-            self._waiting.pop(change.id, None)
-        confirmed = self._confirmed.pop(change.id, {})
+            del self._pending[change.id]
+        confirmed = pending.confirmed
         problems = [f"worker {w}: {error}" for w, error in sorted(confirmed.items()) if error]
         missing = self.peers - len(confirmed)
         if missing > 0:
@@ -218,12 +233,12 @@ class AdminLog:
 
     async def _handle(self, record: dict[str, object], apply: ApplyChange) -> None:
         if "confirms" in record:
-            waiting = self._confirmed.get(str(record["confirms"]))
-            if waiting is not None:
+            pending = self._pending.get(str(record["confirms"]))
+            if pending is not None:
                 error = record.get("error")
-                waiting[str(record.get("worker"))] = str(error) if error else None
-                if len(waiting) >= self.peers:
-                    self._waiting[str(record["confirms"])].set()
+                pending.confirmed[str(record.get("worker"))] = str(error) if error else None
+                if len(pending.confirmed) >= self.peers:
+                    pending.all_in.set()
             return
         change = _change(record)
         if change is None or change.worker == self.worker:
@@ -233,13 +248,7 @@ class AdminLog:
         except Exception as exc:  # a confirmation must go back whatever happened
             log.exception("%s of %s from worker %s", change.op, change.model, change.worker)
             error = f"{type(exc).__name__}: {exc}"
-        self._append(
-            {
-                "confirms": change.id,
-                "worker": self.worker,
-                "error": error[:_ERROR_CHARS] if error else None,
-            }
-        )
+        self._confirm(change.id, error)
 
 
 def _change(record: dict[str, object]) -> AdminChange | None:

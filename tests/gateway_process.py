@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -11,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+import psutil
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from service.cli import stop_process, wait_for_gateway
 from service.local_triton import free_port
@@ -37,6 +41,18 @@ class GatewayProcess:
         """host:port of the HTTP listener (what a Prometheus target or a balancer takes)."""
         return self.url.removeprefix("http://")
 
+    def workers(self) -> list[psutil.Process]:
+        """uvicorn's live worker processes: spawned children (multiprocessing's resource tracker
+        is another child); a killed one not yet reaped is left out."""
+        workers = []
+        for child in psutil.Process(self.process.pid).children():
+            try:
+                if "spawn_main" in " ".join(child.cmdline()):
+                    workers.append(child)
+            except (psutil.ZombieProcess, psutil.NoSuchProcess):
+                continue
+        return workers
+
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
@@ -60,6 +76,20 @@ class GatewayProcess:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def worker_counters(worker: psutil.Process, scratch: Path) -> CollectorRegistry:
+    """The counters one worker of a multi-worker gateway wrote to its own multiprocess metrics
+    file, read from a copy in `scratch` (the collector reads every file of a directory, and
+    /metrics sums all workers); empty before the worker's first count."""
+    registry = CollectorRegistry()
+    counter = Path(worker.environ()["PROMETHEUS_MULTIPROC_DIR"]) / f"counter_{worker.pid}.db"
+    if counter.is_file():
+        own = scratch / str(worker.pid)
+        own.mkdir(exist_ok=True)
+        shutil.copy(counter, own / counter.name)
+        MultiProcessCollector(registry, path=str(own))
+    return registry
 
 
 def settings_env(settings: Mapping[str, object]) -> dict[str, str]:

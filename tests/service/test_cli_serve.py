@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -12,11 +11,9 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from prometheus_client import CollectorRegistry
-from prometheus_client.multiprocess import MultiProcessCollector
 
 from service.local_triton import LocalTriton
-from tests.gateway_process import start_gateway_process
+from tests.gateway_process import start_gateway_process, worker_counters
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,17 +61,8 @@ MAX_REQUESTS = 200  # the kernel hands new connections to either worker; both so
 
 def predictions_served_by(worker: psutil.Process, scratch: Path) -> float:
     """The REST predictions one worker counted, read from its own multiprocess metrics file."""
-    metrics_dir = Path(worker.environ()["PROMETHEUS_MULTIPROC_DIR"])
-    own = scratch / str(worker.pid)
-    own.mkdir(exist_ok=True)
-    counter = metrics_dir / f"counter_{worker.pid}.db"
-    if not counter.is_file():
-        return 0.0
-    shutil.copy(counter, own / counter.name)
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(own))
     name, labels = REST_PREDICTIONS
-    return registry.get_sample_value(name, labels) or 0.0
+    return worker_counters(worker, scratch).get_sample_value(name, labels) or 0.0
 
 
 @pytest.mark.triton
@@ -95,14 +83,9 @@ def test_two_workers_serve_and_share_metrics(
         args=["--workers", "2"],
         ready_timeout_s=90,
     )
-    process, url = gateway.process, gateway.url
+    url = gateway.url
     try:
-        # uvicorn's workers are spawned children (multiprocessing's resource tracker is another).
-        workers = [
-            child
-            for child in psutil.Process(process.pid).children()
-            if "spawn_main" in " ".join(child.cmdline())
-        ]
+        workers = gateway.workers()
         assert len(workers) == 2, workers
         assert len({w.environ()["PROMETHEUS_MULTIPROC_DIR"] for w in workers}) == 1
         sent = 0

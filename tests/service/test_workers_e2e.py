@@ -3,7 +3,6 @@ in every worker, also in one started after it (service/workers.py `AdminLog`).""
 
 from __future__ import annotations
 
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -11,10 +10,8 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from prometheus_client import CollectorRegistry
-from prometheus_client.multiprocess import MultiProcessCollector
 
-from tests.gateway_process import GatewayProcess, start_gateway_process
+from tests.gateway_process import GatewayProcess, start_gateway_process, worker_counters
 
 MODEL = "langid_transformer"
 PREDICT = f"/v1/models/{MODEL}/predict"
@@ -24,51 +21,26 @@ BODY = {"inputs": "hej hur mår du"}
 ANSWERED_TIMEOUT_S = 90.0
 
 
-def _workers(gateway: GatewayProcess) -> list[psutil.Process]:
-    """uvicorn's live workers: spawned children (multiprocessing's resource tracker is another);
-    a killed one not yet reaped is left out."""
-    workers = []
-    for child in psutil.Process(gateway.process.pid).children():
-        try:
-            if "spawn_main" in " ".join(child.cmdline()):
-                workers.append(child)
-        except (psutil.ZombieProcess, psutil.NoSuchProcess):
-            continue
-    return workers
-
-
-def _answers_counted_by(pid: int, metrics_dir: Path, scratch: Path, status_class: str) -> float:
+def _answers_counted_by(worker: psutil.Process, scratch: Path, status_class: str) -> float:
     """Predict answers of one status class that one worker counted, from its own metrics file."""
-    counter = metrics_dir / f"counter_{pid}.db"
-    if not counter.is_file():
-        return 0.0
-    own = scratch / f"{pid}-{time.monotonic_ns()}"
-    own.mkdir()
-    shutil.copy(counter, own / counter.name)
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(own))
-    total = 0.0
-    for metric in registry.collect():
-        for sample in metric.samples:
-            labels = sample.labels
-            if (
-                sample.name == "modelgate_requests_total"
-                and labels.get("endpoint") == "predict"
-                and labels.get("status_class") == status_class
-            ):
-                total += sample.value
-    return total
+    return sum(
+        sample.value
+        for metric in worker_counters(worker, scratch).collect()
+        for sample in metric.samples
+        if sample.name == "modelgate_requests_total"
+        and sample.labels.get("endpoint") == "predict"
+        and sample.labels.get("status_class") == status_class
+    )
 
 
 def _send_until_every_worker_answered(
-    gateway: GatewayProcess, pids: list[int], status_class: str, scratch: Path
+    gateway: GatewayProcess, workers: list[psutil.Process], status_class: str, scratch: Path
 ) -> list[int]:
-    """Predict requests, each on a new connection, until every worker in `pids` has answered at
+    """Predict requests, each on a new connection, until every one of `workers` has answered at
     least one more with `status_class`; returns every status code received."""
-    metrics_dir = Path(_workers(gateway)[0].environ()["PROMETHEUS_MULTIPROC_DIR"])
 
     def counted() -> dict[int, float]:
-        return {pid: _answers_counted_by(pid, metrics_dir, scratch, status_class) for pid in pids}
+        return {w.pid: _answers_counted_by(w, scratch, status_class) for w in workers}
 
     before = counted()
     codes: list[int] = []
@@ -78,7 +50,7 @@ def _send_until_every_worker_answered(
             response = client.post(PREDICT, json=BODY, headers={"Connection": "close"})
             codes.append(response.status_code)
             now = counted()
-            if all(now[pid] > before[pid] for pid in pids):
+            if all(now[pid] > before[pid] for pid in now):
                 return codes
     raise AssertionError(f"not every worker answered {len(codes)} requests: {before} -> {now}")
 
@@ -109,27 +81,27 @@ def test_admin_changes_reach_every_worker_and_a_restarted_one(
     two_workers: GatewayProcess, tmp_path: Path
 ) -> None:
     gateway = two_workers
-    pids = [w.pid for w in _workers(gateway)]
-    assert len(pids) == 2, pids
+    workers = gateway.workers()
+    assert len(workers) == 2, workers
 
     # Unloaded through one worker: every worker answers 404 from the moment the call returns.
     assert httpx.post(f"{gateway.url}/v2/repository/models/{MODEL}/unload", timeout=60).json() == {}
-    codes = _send_until_every_worker_answered(gateway, pids, "4xx", tmp_path)
+    codes = _send_until_every_worker_answered(gateway, workers, "4xx", tmp_path)
     assert set(codes) == {404}, codes
 
     # A worker that dies is replaced by the supervisor; the new one unloads it as it starts.
-    victim = pids[0]
-    psutil.Process(victim).send_signal(signal.SIGKILL)
+    victim = workers[0].pid
+    workers[0].send_signal(signal.SIGKILL)
     give_up = time.monotonic() + ANSWERED_TIMEOUT_S
     while time.monotonic() < give_up:
-        now = [w.pid for w in _workers(gateway)]
-        if len(now) == 2 and victim not in now:
+        now = gateway.workers()
+        if len(now) == 2 and victim not in {w.pid for w in now}:
             break
         time.sleep(0.2)
     else:
         raise AssertionError(f"worker {victim} was not replaced: {gateway.log_tail()}")
-    new = next(pid for pid in now if pid not in pids)
-    codes = _send_until_every_worker_answered(gateway, [new], "4xx", tmp_path)
+    new = [w for w in now if w.pid != workers[1].pid]
+    codes = _send_until_every_worker_answered(gateway, new, "4xx", tmp_path)
     assert set(codes) == {404}, codes
 
     # Loaded again through one worker: every worker serves it when the call returns.
