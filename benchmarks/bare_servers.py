@@ -4,15 +4,22 @@
   and answers a fixed REST predict answer: no routing, no parsing, no model.
 - `grpc`: a `grpc.aio` server (the gateway's gRPC stack) whose ModelInfer reads nothing and
   answers a fixed 1x10 FP32 `LOGITS` tensor.
+- `grpc-proxy`: a `grpc.aio` server whose ModelInfer forwards the request's bytes unparsed to
+  Triton (`--upstream host:port`, one `grpc.aio` call per request, the gateway's channel options)
+  and returns Triton's answer bytes unparsed: no validation, no batching, no metrics. The floor of
+  any Python gRPC proxy in front of Triton: the front door above plus one client call.
 
     PYTHONPATH=. python benchmarks/bare_servers.py http --port 9100
     PYTHONPATH=. python benchmarks/bare_servers.py grpc --port 9101
+    PYTHONPATH=. python benchmarks/bare_servers.py grpc-proxy --port 9102 --upstream 127.0.0.1:8001
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,6 +27,10 @@ import numpy as np
 import orjson
 import uvicorn
 from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from service.backends.triton import CHANNEL_OPTIONS
 
 ANSWER = orjson.dumps(
     {
@@ -73,12 +84,45 @@ async def serve_grpc(port: int) -> None:
     await server.wait_for_termination()
 
 
+SERVICE = "/inference.GRPCInferenceService/"
+
+
+async def serve_grpc_proxy(port: int, upstream: str) -> None:
+    channel = grpc.aio.insecure_channel(upstream, options=CHANNEL_OPTIONS)
+    # No serializers on either side: the bytes pass through as they came.
+    calls = {name: channel.unary_unary(SERVICE + name) for name in ("ModelInfer", "ServerLive")}
+
+    def forward(name: str) -> grpc.RpcMethodHandler:
+        async def handle(request: bytes, context: Any) -> bytes:
+            answer: bytes = await calls[name](request)
+            return answer
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "inference.GRPCInferenceService", {name: forward(name) for name in calls}
+            ),
+        )
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["http", "grpc"])
+    parser.add_argument("kind", choices=["http", "grpc", "grpc-proxy"])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--upstream", help="grpc-proxy: Triton's gRPC host:port")
     args = parser.parse_args()
     if args.kind == "http":
         uvicorn.run(bare_http, port=args.port, log_level="warning", access_log=False)
-    else:
+    elif args.kind == "grpc":
         asyncio.run(serve_grpc(args.port))
+    else:
+        if not args.upstream:
+            parser.error("grpc-proxy needs --upstream")
+        asyncio.run(serve_grpc_proxy(args.port, args.upstream))

@@ -10,7 +10,10 @@ other, for `--duration` seconds each (after `--warmup` unmeasured seconds):
                    BYTES input, preprocessed by the gateway (skip with --no-raw);
 4. bare:           the same tensors to `benchmarks/bare_servers.py grpc`, a `grpc.aio` server
                    that answers without doing anything: the floor of a Python gRPC front door
-                   (skip with --no-bare).
+                   (skip with --no-bare);
+5. bare proxy:     the same tensors to `benchmarks/bare_servers.py grpc-proxy`, which forwards
+                   each request's bytes unparsed to the same Triton and its answer back: the
+                   floor of any Python gRPC proxy in front of Triton (skip with --no-bare).
 
 Starts a local Triton and a gateway (`modelgate serve`, one worker) unless addresses are given.
 
@@ -146,6 +149,15 @@ def main() -> int:
             wait_for_grpc(f"127.0.0.1:{port}", bare)
             paths.append(("bare gRPC server (floor)", f"127.0.0.1:{port}", tensors, logits,
                           bare.pid))  # fmt: skip
+            port = free_port()
+            proxy = subprocess.Popen(
+                [sys.executable, str(ROOT / "benchmarks" / "bare_servers.py"), "grpc-proxy",
+                 "--port", str(port), "--upstream", triton_url]
+            )  # fmt: skip
+            stack.callback(stop_process, proxy, 10.0)
+            wait_for_grpc(f"127.0.0.1:{port}", proxy)
+            paths.append(("bare gRPC proxy to Triton (floor)", f"127.0.0.1:{port}", tensors,
+                          logits, proxy.pid))  # fmt: skip
         for name, url, inputs, outputs, pid in paths:
             results[name] = asyncio.run(run_path(url, spec.name, inputs, outputs, args, pid))
 
@@ -160,6 +172,17 @@ def main() -> int:
     print(
         f"gateway/direct throughput ratio (tensors): {via / direct if direct else float('nan'):.2f}"
     )
+    proxy = results.get("bare gRPC proxy to Triton (floor)")
+    if proxy is not None:
+        floor = proxy["throughput_rps"]
+        direct_p50 = results["triton-direct (tensors)"]["p50_ms"]
+        gateway_p50 = results["gateway OIP gRPC (tensors)"]["p50_ms"]
+        print(
+            f"bare proxy/direct throughput ratio: {floor / direct if direct else float('nan'):.2f}"
+            f"; gateway/bare proxy: {via / floor if floor else float('nan'):.2f}"
+            f"; p50 over direct: gateway {gateway_p50 - direct_p50:+.2f} ms, "
+            f"bare proxy {proxy['p50_ms'] - direct_p50:+.2f} ms"
+        )
     if args.json:
         print(json.dumps(results))
     return 0

@@ -164,8 +164,11 @@ def main() -> int:
             )
             assert triton.pid is not None
             for suffix, (tree, settings) in trees.items():
+                upstream = (
+                    triton.http_url if "triton_protocol=http" in settings else triton.grpc_url
+                )
                 url, _, process = start_gateway_process(
-                    stack, args.repository, triton.grpc_url, settings, root=tree
+                    stack, args.repository, upstream, settings, root=tree
                 )
                 urls[f"triton{suffix}"] = url
                 pids[f"triton{suffix}"] = {"server": process.pid, "triton": triton.pid}

@@ -37,7 +37,7 @@ HEALTH_TIMEOUT_S = 2.0
 # Loading a model in Triton starts its instances (a Python backend process each here).
 LOAD_TIMEOUT_S = 120.0
 # As tritonclient's gRPC client: no message size cap on the gateway side, keep-alive pings.
-_CHANNEL_OPTIONS = [
+CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 2**31 - 1),
     ("grpc.max_receive_message_length", 2**31 - 1),
     ("grpc.keepalive_time_ms", 2**31 - 1),
@@ -93,7 +93,7 @@ class TritonBackend(InferenceBackend):
     async def start(self) -> None:
         if self.protocol == "grpc":
             self._channels = [
-                grpc.aio.insecure_channel(url, options=_CHANNEL_OPTIONS) for url in self.urls
+                grpc.aio.insecure_channel(url, options=CHANNEL_OPTIONS) for url in self.urls
             ]
             self._clients = [service_pb2_grpc.GRPCInferenceServiceStub(c) for c in self._channels]
         else:
