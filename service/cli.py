@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -165,16 +166,18 @@ def serve(
         }
     )
     count = workers_module.worker_count(settings)
+    created: list[str] = []  # scratch directories made here, removed when the gateway exits
     if count > 1:
         # Each worker reads its settings from the environment: the count they share, where each
         # writes its metric samples (/metrics in any worker sums them), and where they share
         # admin loads and unloads.
         os.environ["MODELGATE_WORKERS"] = str(count)
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="modelgate-metrics-")
+            created.append(tempfile.mkdtemp(prefix="modelgate-metrics-"))
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = created[-1]
         if settings.admin_log is None:
-            shared = tempfile.mkdtemp(prefix="modelgate-workers-")
-            os.environ["MODELGATE_ADMIN_LOG"] = os.path.join(shared, "admin.jsonl")
+            created.append(tempfile.mkdtemp(prefix="modelgate-workers-"))
+            os.environ["MODELGATE_ADMIN_LOG"] = os.path.join(created[-1], "admin.jsonl")
     options: dict[str, Any] = {
         "factory": True,
         "host": settings.host,
@@ -186,10 +189,14 @@ def serve(
     }
     config = uvicorn.Config("service.app:create_app_from_env", **options)
     # SIGTERM: not ready at once, serve through the drain window, close cleanly, exit 0
-    if count == 1:
-        drain.run(config, settings.drain_s)
-    else:
-        drain.run_workers(config, settings.drain_s)
+    try:
+        if count == 1:
+            drain.run(config, settings.drain_s)
+        else:
+            drain.run_workers(config, settings.drain_s)
+    finally:
+        for directory in created:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def wait_for_gateway(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:

@@ -88,6 +88,12 @@ def test_two_workers_serve_and_share_metrics(
         workers = gateway.workers()
         assert len(workers) == 2, workers
         assert len({w.environ()["PROMETHEUS_MULTIPROC_DIR"] for w in workers}) == 1
+        # The directories the command made for its workers, which it removes when it exits.
+        scratch = [
+            Path(workers[0].environ()["PROMETHEUS_MULTIPROC_DIR"]),
+            Path(workers[0].environ()["MODELGATE_ADMIN_LOG"]).parent,
+        ]
+        assert all(d.is_dir() for d in scratch), scratch
         sent = 0
         served: dict[int, float] = {}
         with httpx.Client(base_url=url, timeout=30) as client:
@@ -115,3 +121,5 @@ def test_two_workers_serve_and_share_metrics(
         assert 'modelgate_drift_psi{feature="tokens",model="langid_transformer"' in metrics
     finally:
         gateway.stop(grace_s=60)
+    assert gateway.process.returncode == 0, gateway.log_tail()
+    assert not [d for d in scratch if d.exists()], scratch
