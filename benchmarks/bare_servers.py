@@ -2,6 +2,10 @@
 
 - `http`: a raw ASGI app under uvicorn (the gateway's server, same options) that reads the body
   and answers a fixed REST predict answer: no routing, no parsing, no model.
+- `http-proxy`: the same app, which also makes one `grpc.aio` ModelInfer call to Triton
+  (`--upstream host:port`) per predict request (`/v1/models/<name>/predict`), with a prebuilt
+  one-row request of ones for that model, before its fixed answer: no decoding, preprocessing,
+  batching or metrics. The floor of a Python REST front door that calls Triton once per request.
 - `grpc`: a `grpc.aio` server (the gateway's gRPC stack) whose ModelInfer reads nothing and
   answers a fixed 1x10 FP32 `LOGITS` tensor.
 - `grpc-proxy`: a `grpc.aio` server whose ModelInfer forwards the request's bytes unparsed to
@@ -10,6 +14,7 @@
   any Python gRPC proxy in front of Triton: the front door above plus one client call.
 
     PYTHONPATH=. python benchmarks/bare_servers.py http --port 9100
+    PYTHONPATH=. python benchmarks/bare_servers.py http-proxy --port 9103 --upstream 127.0.0.1:8001
     PYTHONPATH=. python benchmarks/bare_servers.py grpc --port 9101
     PYTHONPATH=. python benchmarks/bare_servers.py grpc-proxy --port 9102 --upstream 127.0.0.1:8001
 """
@@ -30,7 +35,10 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tritonclient.utils import triton_to_np_dtype
+
 from service.backends.triton import CHANNEL_OPTIONS
+from service.repository import load_repository
 
 ANSWER = orjson.dumps(
     {
@@ -45,21 +53,67 @@ ANSWER = orjson.dumps(
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(ANSWER)).encode())]
 
 
-async def bare_http(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] != "http":  # lifespan: accept start and stop
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+async def _lifespan(receive: Any, send: Any) -> None:
+    """Accept the server's start and stop."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _read_body_and_answer(receive: Any, send: Any) -> None:
     more = True
     while more:
         message = await receive()
         more = message.get("more_body", False)
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     await send({"type": "http.response.body", "body": ANSWER})
+
+
+async def bare_http(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        await _lifespan(receive, send)
+        return
+    await _read_body_and_answer(receive, send)
+
+
+def one_row_requests(repository: Path) -> dict[str, service_pb2.ModelInferRequest]:
+    """Per model, a ModelInferRequest of one row of ones (8 steps where a dim varies)."""
+    requests = {}
+    for spec in load_repository(repository).values():
+        request = service_pb2.ModelInferRequest(
+            model_name=spec.name, model_version=spec.version, outputs=[{"name": spec.output}]
+        )
+        for tensor in spec.inputs:
+            shape = [1, *(8 if dim < 0 else dim for dim in tensor.dims)]
+            request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=shape)
+            ones = np.ones(shape, dtype=triton_to_np_dtype(tensor.datatype))
+            request.raw_input_contents.append(ones.tobytes())
+        requests[spec.name] = request
+    return requests
+
+
+def http_proxy_app(upstream: str, repository: Path) -> Any:
+    requests = one_row_requests(repository)
+    stubs: list[service_pb2_grpc.GRPCInferenceServiceStub] = []  # made in the server's loop
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await _lifespan(receive, send)
+            return
+        parts = scope["path"].split("/")  # "", "v1", "models", name, "predict"
+        request = requests.get(parts[3]) if len(parts) == 5 and parts[4] == "predict" else None
+        if request is not None:
+            if not stubs:
+                channel = grpc.aio.insecure_channel(upstream, options=CHANNEL_OPTIONS)
+                stubs.append(service_pb2_grpc.GRPCInferenceServiceStub(channel))
+            await stubs[0].ModelInfer(request, timeout=10)
+        await _read_body_and_answer(receive, send)
+
+    return app
 
 
 class BareInference(service_pb2_grpc.GRPCInferenceServiceServicer):
@@ -114,15 +168,19 @@ async def serve_grpc_proxy(port: int, upstream: str) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("kind", choices=["http", "grpc", "grpc-proxy"])
+    parser.add_argument("kind", choices=["http", "http-proxy", "grpc", "grpc-proxy"])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream", help="grpc-proxy: Triton's gRPC host:port")
+    parser.add_argument("--upstream", help="the proxies: Triton's gRPC host:port")
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     args = parser.parse_args()
+    if args.kind.endswith("proxy") and not args.upstream:
+        parser.error(f"{args.kind} needs --upstream")
     if args.kind == "http":
         uvicorn.run(bare_http, port=args.port, log_level="warning", access_log=False)
+    elif args.kind == "http-proxy":
+        app = http_proxy_app(args.upstream, args.repository)
+        uvicorn.run(app, port=args.port, log_level="warning", access_log=False)
     elif args.kind == "grpc":
         asyncio.run(serve_grpc(args.port))
     else:
-        if not args.upstream:
-            parser.error("grpc-proxy needs --upstream")
         asyncio.run(serve_grpc_proxy(args.port, args.upstream))

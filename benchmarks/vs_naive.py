@@ -6,7 +6,10 @@ Three servers, one process each, on free ports:
 - embedded: `modelgate serve` with `MODELGATE_BACKEND=embedded` (in-process ONNX Runtime);
 - triton:   `modelgate serve` in front of a local Triton (started here) over gRPC;
 - bare:     `benchmarks/bare_servers.py http`, a server that answers without doing anything: the
-            floor of any Python HTTP server on this machine with this client.
+            floor of any Python HTTP server on this machine with this client;
+- bare-proxy: `benchmarks/bare_servers.py http-proxy`, the same server making one prebuilt
+            gRPC call to the local Triton per request: the floor of any Python REST front door
+            in front of Triton (not in the default set; name it in `--servers`).
 
 One client process (aiohttp) sends the same REST predict body to each (`{"inputs": [...],
 "top_k": 1}`: a base64 PNG, a phrase, a JSON sequence) in a closed loop. Rounds are interleaved:
@@ -47,7 +50,8 @@ from service.cli import stop_process, wait_for_gateway
 from service.local_triton import LocalTriton, free_port
 from service.repository import load_repository
 
-SERVERS = ("naive", "embedded", "triton", "bare")
+SERVERS = ("naive", "embedded", "triton", "bare", "bare-proxy")
+DEFAULT_SERVERS = ("naive", "embedded", "triton", "bare")
 
 
 def start_server(stack: ExitStack, *command: str) -> tuple[str, subprocess.Popen[bytes]]:
@@ -99,7 +103,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per window")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds per window")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds (medians)")
-    parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS))
+    parser.add_argument("--servers", nargs="+", choices=SERVERS, default=list(DEFAULT_SERVERS))
     parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
     parser.add_argument(
         "--gateway-setting",
@@ -158,11 +162,19 @@ def main() -> int:
                 )
                 urls[f"embedded{suffix}"] = url
                 pids[f"embedded{suffix}"] = {"server": process.pid}
-        if "triton" in args.servers:
+        if "triton" in args.servers or "bare-proxy" in args.servers:
             triton = stack.enter_context(
                 LocalTriton(args.repository, trace_otlp_url=args.triton_otlp_url)
             )
             assert triton.pid is not None
+        if "bare-proxy" in args.servers:
+            url, process = start_server(
+                stack, "bare_servers.py", "http-proxy", "--upstream", triton.grpc_url,
+                "--repository", str(args.repository),
+            )  # fmt: skip
+            urls["bare-proxy"] = url
+            pids["bare-proxy"] = {"server": process.pid, "triton": triton.pid}
+        if "triton" in args.servers:
             for suffix, (tree, settings) in trees.items():
                 upstream = (
                     triton.http_url if "triton_protocol=http" in settings else triton.grpc_url
