@@ -4,8 +4,9 @@
   and answers a fixed REST predict answer: no routing, no parsing, no model.
 - `http-proxy`: the same app, which also makes one `grpc.aio` ModelInfer call to Triton
   (`--upstream host:port`) per predict request (`/v1/models/<name>/predict`), with a prebuilt
-  one-row request of ones for that model, before its fixed answer: no decoding, preprocessing,
-  batching or metrics. The floor of a Python REST front door that calls Triton once per request.
+  one-row request holding that model's tensors of the benchmarks' sample payload (what the
+  gateway sends for it), before its fixed answer: no decoding, preprocessing, batching or
+  metrics. The floor of a Python REST front door that calls Triton once per request.
 - `grpc`: a `grpc.aio` server (the gateway's gRPC stack) whose ModelInfer reads nothing and
   answers a fixed 1x10 FP32 `LOGITS` tensor.
 - `grpc-proxy`: a `grpc.aio` server whose ModelInfer forwards the request's bytes unparsed to
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +31,14 @@ import grpc
 import numpy as np
 import orjson
 import uvicorn
+from common import model_tensors, sample_payload  # first: puts the project root on sys.path
 from tritonclient.grpc import service_pb2, service_pb2_grpc
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tritonclient.utils import triton_to_np_dtype
 
 from service.backends.triton import CHANNEL_OPTIONS
 from service.repository import load_repository
+
+# The OIP gRPC service, as the generated stubs name it.
+SERVICE = service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 
 ANSWER = orjson.dumps(
     {
@@ -81,17 +81,17 @@ async def bare_http(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 def one_row_requests(repository: Path) -> dict[str, service_pb2.ModelInferRequest]:
-    """Per model, a ModelInferRequest of one row of ones (8 steps where a dim varies)."""
+    """Per model, a ModelInferRequest of one row: the sample payload's tensors."""
     requests = {}
     for spec in load_repository(repository).values():
+        tensors = model_tensors(spec, sample_payload(spec)[0])
         request = service_pb2.ModelInferRequest(
             model_name=spec.name, model_version=spec.version, outputs=[{"name": spec.output}]
         )
         for tensor in spec.inputs:
-            shape = [1, *(8 if dim < 0 else dim for dim in tensor.dims)]
-            request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=shape)
-            ones = np.ones(shape, dtype=triton_to_np_dtype(tensor.datatype))
-            request.raw_input_contents.append(ones.tobytes())
+            array = np.ascontiguousarray(tensors[tensor.name][None, ...])
+            request.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=array.shape)
+            request.raw_input_contents.append(array.tobytes())
         requests[spec.name] = request
     return requests
 
@@ -138,13 +138,12 @@ async def serve_grpc(port: int) -> None:
     await server.wait_for_termination()
 
 
-SERVICE = "/inference.GRPCInferenceService/"
-
-
 async def serve_grpc_proxy(port: int, upstream: str) -> None:
     channel = grpc.aio.insecure_channel(upstream, options=CHANNEL_OPTIONS)
     # No serializers on either side: the bytes pass through as they came.
-    calls = {name: channel.unary_unary(SERVICE + name) for name in ("ModelInfer", "ServerLive")}
+    calls = {
+        name: channel.unary_unary(f"/{SERVICE}/{name}") for name in ("ModelInfer", "ServerLive")
+    }
 
     def forward(name: str) -> grpc.RpcMethodHandler:
         async def handle(request: bytes, context: Any) -> bytes:
@@ -155,11 +154,7 @@ async def serve_grpc_proxy(port: int, upstream: str) -> None:
 
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
-        (
-            grpc.method_handlers_generic_handler(
-                "inference.GRPCInferenceService", {name: forward(name) for name in calls}
-            ),
-        )
+        (grpc.method_handlers_generic_handler(SERVICE, {name: forward(name) for name in calls}),)
     )
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()

@@ -140,24 +140,19 @@ def main() -> int:
             paths.append(("gateway OIP gRPC (raw payload)", gateway_url, raw_inputs(spec, encoded),
                           labels, gateway_pid))  # fmt: skip
         if not args.no_bare:
-            port = free_port()
-            bare = subprocess.Popen(
-                [sys.executable, str(ROOT / "benchmarks" / "bare_servers.py"), "grpc",
-                 "--port", str(port)]
-            )  # fmt: skip
-            stack.callback(stop_process, bare, 10.0)
-            wait_for_grpc(f"127.0.0.1:{port}", bare)
-            paths.append(("bare gRPC server (floor)", f"127.0.0.1:{port}", tensors, logits,
-                          bare.pid))  # fmt: skip
-            port = free_port()
-            proxy = subprocess.Popen(
-                [sys.executable, str(ROOT / "benchmarks" / "bare_servers.py"), "grpc-proxy",
-                 "--port", str(port), "--upstream", triton_url]
-            )  # fmt: skip
-            stack.callback(stop_process, proxy, 10.0)
-            wait_for_grpc(f"127.0.0.1:{port}", proxy)
-            paths.append(("bare gRPC proxy to Triton (floor)", f"127.0.0.1:{port}", tensors,
-                          logits, proxy.pid))  # fmt: skip
+            floors = [
+                ("bare gRPC server (floor)", ["grpc"]),
+                ("bare gRPC proxy to Triton (floor)", ["grpc-proxy", "--upstream", triton_url]),
+            ]
+            for name, command in floors:
+                port = free_port()
+                floor = subprocess.Popen(
+                    [sys.executable, str(ROOT / "benchmarks" / "bare_servers.py"), *command,
+                     "--port", str(port)]
+                )  # fmt: skip
+                stack.callback(stop_process, floor, 10.0)
+                wait_for_grpc(f"127.0.0.1:{port}", floor)
+                paths.append((name, f"127.0.0.1:{port}", tensors, logits, floor.pid))
         for name, url, inputs, outputs, pid in paths:
             results[name] = asyncio.run(run_path(url, spec.name, inputs, outputs, args, pid))
 
